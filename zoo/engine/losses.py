@@ -1,0 +1,139 @@
+"""Segmentation losses and class-balancing weights.
+
+- ``ce``: pixel-wise cross-entropy (FCN), optionally class-weighted.
+- ``dice`` (V-Net, Milletari et al. 2016), ``lovasz`` (Lovasz-Softmax, Berman
+  et al. 2018), ``focal`` (Lin et al. 2017): the implementations of
+  segmentation_models_pytorch in multiclass mode. Note that smp's multiclass
+  focal loss is a one-vs-rest sigmoid focal loss averaged over classes.
+- Sums such as ``ce+dice`` or ``ce+lovasz``: any ``+``-joined terms.
+- An auxiliary head (PSPNet's deep supervision on stage 4, weight 0.4) adds
+  ``aux_weight`` times the same criterion on the auxiliary logits.
+- Median frequency balancing (Eigen & Fergus 2015, used by SegNet on CamVid):
+  ``weight_c = median(freq) / freq_c`` with ``freq_c`` the pixels of class c
+  over the pixels of the images in which c is present.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from segmentation_models_pytorch import losses as smp_losses
+
+MULTICLASS = smp_losses.MULTICLASS_MODE
+
+
+def _ce(ignore_index, weights):
+    return nn.CrossEntropyLoss(weight=weights, ignore_index=ignore_index)
+
+
+def _dice(ignore_index, weights):
+    return smp_losses.DiceLoss(MULTICLASS, ignore_index=ignore_index,
+                               class_weights=None if weights is None else weights.tolist())
+
+
+def _focal(ignore_index, weights):
+    return smp_losses.FocalLoss(MULTICLASS, ignore_index=ignore_index,
+                                class_weights=None if weights is None else weights.tolist())
+
+
+def _lovasz(ignore_index, weights):
+    # Lovasz-Softmax optimises the mean IoU directly; smp offers no class weights for it.
+    return smp_losses.LovaszLoss(MULTICLASS, ignore_index=ignore_index)
+
+
+_TERMS: Dict[str, Callable[[int, Optional[Tensor]], nn.Module]] = {
+    "ce": _ce, "dice": _dice, "focal": _focal, "lovasz": _lovasz,
+}
+
+
+def _resize_to(logits: Tensor, target: Tensor) -> Tensor:
+    if logits.shape[-2:] == target.shape[-2:]:
+        return logits
+    return F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SegLoss(nn.Module):
+    """Sum of named terms on the main logits, plus ``aux_weight`` times the same on aux logits."""
+
+    def __init__(self, terms: Dict[str, nn.Module], aux_weight: float = 0.0):
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.aux_weight = float(aux_weight)
+
+    def criterion(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = _resize_to(logits, target)
+        return sum(term(logits, target) for term in self.terms.values())
+
+    def forward(self, logits: Tensor, target: Tensor, aux_logits: Optional[Tensor] = None) -> Tensor:
+        loss = self.criterion(logits, target)
+        if aux_logits is not None and self.aux_weight:
+            loss = loss + self.aux_weight * self.criterion(aux_logits, target)
+        return loss
+
+
+def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = 255,
+               class_weights=None, aux_weight: float = 0.0) -> SegLoss:
+    """A loss called as ``loss(logits, target, aux_logits=None)`` -> scalar.
+
+    ``name`` is one of ``ce``, ``dice``, ``focal``, ``lovasz`` or a ``+``-joined
+    sum of them. ``class_weights`` (K values) go to every term that takes them
+    (ce, dice, focal); asking for them with ``lovasz`` alone is an error.
+    """
+    parts = [p.strip() for p in str(name).lower().split("+")]
+    unknown = [p for p in parts if p not in _TERMS]
+    if unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(_TERMS))}, "
+                         f"or a '+'-joined sum of different ones such as 'ce+dice', 'ce+lovasz'")
+    weights = None
+    if class_weights is not None:
+        weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+        if weights.numel() != num_classes:
+            raise ValueError(f"{weights.numel()} class weights for {num_classes} classes")
+        if parts == ["lovasz"]:
+            raise ValueError("class_weights are not supported by the lovasz loss")
+    return SegLoss({p: _TERMS[p](ignore_index, weights) for p in parts}, aux_weight)
+
+
+def class_frequencies(dataset, num_classes: int, ignore_index: int = 255,
+                      max_images: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """(counts, image_totals), both (K,) int64, from ``dataset.load(i) -> (image, mask, name)``.
+
+    ``counts[c]``: labelled pixels of class c; ``image_totals[c]``: labelled (not
+    ignored) pixels of the images in which c occurs. ``max_images`` reads that
+    many images spread evenly over the data set.
+    """
+    n = len(dataset)
+    if max_images is None or max_images >= n:
+        indices = range(n)
+    else:
+        indices = sorted({int(i * n / max_images) for i in range(max_images)})
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    image_totals = torch.zeros(num_classes, dtype=torch.int64)
+    for i in indices:
+        mask = torch.as_tensor(np.asarray(dataset.load(i)[1]), dtype=torch.int64).flatten()
+        mask = mask[(mask != ignore_index) & (mask >= 0) & (mask < num_classes)]
+        c = torch.bincount(mask, minlength=num_classes)
+        counts += c
+        image_totals[c > 0] += mask.numel()
+    return counts, image_totals
+
+
+def median_frequency_weights(counts: Tensor, image_totals: Tensor) -> Tensor:
+    """SegNet's median frequency balancing: ``median(freq) / freq_c``, float32 (K,).
+
+    ``freq_c = counts[c] / image_totals[c]``; the median is over classes that
+    occur (the mean of the two middle values for an even count, as numpy's).
+    Classes that never occur get weight 1.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    image_totals = torch.as_tensor(image_totals, dtype=torch.float64)
+    present = counts > 0
+    if not present.any():
+        return torch.ones_like(counts, dtype=torch.float32)
+    freq = counts[present] / image_totals[present]
+    weights = torch.ones_like(counts)
+    weights[present] = freq.quantile(0.5) / freq
+    return weights.float()

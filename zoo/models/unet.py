@@ -1,0 +1,22 @@
+"""U-Net (Ronneberger, Fischer, Brox, MICCAI 2015) on any timm encoder."""
+from __future__ import annotations
+
+from decoders.unet import UNetHead
+from zoo.models.base import SegmentationModel, build_encoder
+from zoo.registry import register_model, register_preset
+
+
+@register_model
+def unet(encoder: str = "resnet34", num_classes: int = 21, upsample: str = "bilinear",
+         output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
+         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)):
+    enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
+                        encoder_weights=encoder_weights, in_chans=in_chans)
+    head = UNetHead(enc.channels, enc.reductions, num_classes, upsample,
+                    decoder_channels=tuple(decoder_channels), switch_channels=enc.switch_channels)
+    return SegmentationModel(enc, head)
+
+
+register_preset("unet_resnet18", unet, encoder="resnet18")
+register_preset("unet_resnet34", unet, encoder="resnet34")
+register_preset("unet_convnext_tiny", unet, encoder="convnext_tiny")

@@ -1,0 +1,94 @@
+"""Names -> builder functions, in timm's shape.
+
+Architectures register their builder with `@register_model`; presets bind
+defaults to one (`register_preset("unet_resnet34", unet, encoder="resnet34")`)
+instead of copying a builder per backbone. `create` drops `None` keywords, so
+unset options keep the model's defaults, and refuses keywords the builder does
+not take, naming the valid ones. Zoo entries with trained weights live in
+`zoo.hub` and are built through `create(name, pretrained=True)`.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from functools import partial
+from typing import Callable
+
+from torch import nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable) -> Callable:
+    name = fn.__name__
+    if name in _BUILDERS:
+        raise ValueError(f"model {name!r} is already registered")
+    _BUILDERS[name] = fn
+    return fn
+
+
+def register_preset(name: str, builder: Callable, **defaults) -> None:
+    if name in _BUILDERS:
+        raise ValueError(f"model {name!r} is already registered")
+    _BUILDERS[name] = partial(builder, **defaults)
+
+
+def _entries() -> dict:
+    from zoo import hub  # entries with weights
+    return hub.ENTRIES
+
+
+def resolve_name(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as `name`; unknown names list the closest ones."""
+    _load_models()
+    if name in _BUILDERS:
+        return _BUILDERS[name]
+    if name in _entries():
+        return _BUILDERS[_entries()[name].arch]
+    names = list(_BUILDERS) + list(_entries())
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} (zoo.list_models() lists all)")
+
+
+def builder_params(name: str) -> dict[str, inspect.Parameter]:
+    """Keyword parameters `create(name, ...)` accepts, with their defaults
+    (a preset's bound values shown as defaults)."""
+    builder = resolve_name(name)
+    fn, bound = (builder.func, builder.keywords) if isinstance(builder, partial) else (builder, {})
+    params = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        params[p.name] = p.replace(default=bound[p.name]) if p.name in bound else p
+    return params
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered names matching a shell-style pattern; with `pretrained=True`
+    only zoo entries that carry trained weights."""
+    _load_models()
+    names = list(_entries()) if pretrained else list(_BUILDERS) + list(_entries())
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def create(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a registered model. `None` keywords keep the defaults."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if pretrained or name in _entries():
+        from zoo import hub
+        return hub.create_entry(name, pretrained=pretrained, **kwargs)
+    builder = resolve_name(name)
+    params = builder_params(name)
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(params)}")
+    model = builder(**kwargs)
+    model.config = {"name": name, **kwargs}  # enough to rebuild it: create(**model.config)
+    return model
+
+
+def _load_models() -> None:
+    import zoo.models  # noqa: F401  (registers the architectures on import)
