@@ -1,6 +1,581 @@
-"""Zoo entries with trained weights (filled in by the pretrained-zoo work)."""
-ENTRIES: dict = {}
+"""Zoo weights: entries with trained weights, and verified, cached, resumable downloads.
+
+Weights are data (torchvision's `Weights`, timm's pretrained cfg): an `Entry`
+says where the weights are (`url`, `sha256`) apart from how the model is built
+(`model`, the keyword arguments of `zoo.create`), what a user needs to use them
+(classes, palette, mean/std) and what they were measured to do (evaluation
+protocol, metrics, recipe).
+
+    zoo.create("unet_resnet18_camvid", pretrained=True)                  # an entry
+    zoo.load("runs/unet_camvid")                                        # a run folder
+    zoo.load("https://host/models/unet_resnet18_camvid", sha256="...")   # a published folder
+
+A published folder (written by `zoo.publish.publish`) holds
+
+    config.json                 format, name, model (zoo.create arguments), classes, palette,
+                                mean, std, eval_protocol, metrics, dataset, recipe, source
+    model.safetensors           the weights
+    model.safetensors.sha256    "<hex>  model.safetensors" (sha256sum format)
+
+`Entry.url` is such a folder's URL (weights at `<url>/model.safetensors`) or
+the URL of the `.safetensors` file itself (a release asset); http(s)://,
+file:// and plain paths work. Entries come from `register_entry` and from the
+JSON file `$ZOO_INDEX` names (read on first use, and again when it changes).
+
+Cache (`$ZOO_HOME`, default `~/.cache/segzoo`):
+
+    entries/<entry name>/model.safetensors
+    urls/<sha256(url)[:16]>/config.json, model.safetensors, model.safetensors.sha256
+
+Downloads go to `<file>.part` and resume with an HTTP Range request; a file
+gets its final name only after its sha256 matched, and cached weights are
+hashed again before every load. A mismatch removes the file and raises.
+Without `sha256=`, a URL load checks the weights against the
+`model.safetensors.sha256` published beside them, which catches corruption but
+not a server that lies: pass `sha256=` to pin what you trust. `ZOO_OFFLINE=1`
+reads the cache only. Pickle checkpoints are refused: nothing from outside is
+unpickled. Encoder weights are never downloaded here: the zoo's weights cover
+the whole model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from torch import nn
+
+PUBLISHED_FORMAT = "segzoo-published/1"
+WEIGHTS = "model.safetensors"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle")
+TIMEOUT_S = 60
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
-def create_entry(name, pretrained=False, **kwargs):
-    raise ValueError(f"no zoo entry with weights named {name!r}")
+class ChecksumError(ValueError):
+    """A file whose sha256 is not the expected one."""
+
+
+class OfflineError(FileNotFoundError):
+    """ZOO_OFFLINE=1 and a file is not in the cache."""
+
+
+class DownloadError(OSError):
+    """A download that failed (HTTP error, unreachable host, interrupted too often)."""
+
+
+# ---------------------------------------------------------------- entries
+
+@dataclass(frozen=True)
+class Entry:
+    """One set of trained weights. `model["name"]` is the architecture or preset it builds."""
+    name: str
+    model: dict
+    url: str
+    sha256: str  # of model.safetensors
+    classes: list
+    palette: list = field(default_factory=list)
+    mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    eval_protocol: dict = field(default_factory=dict)  # mode, crop_size, stride, scales, flip
+    metrics: dict = field(default_factory=dict)  # mIoU, per_class_iou, ...
+    dataset: str = ""
+    recipe: dict | str | None = None  # the resolved recipe inline, or a path / URL to it
+    speed: dict = field(default_factory=dict)  # e.g. {"img_per_s": 40.1, "device": "H100", "size": [360, 480]}
+    license: str = ""
+    intended_use: str = ""
+    limitations: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        where = f"entry {self.name!r}"
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(f"{where}: name must be letters, digits, '_', '.', '-'")
+        if not isinstance(self.model, dict) or not isinstance(self.model.get("name"), str):
+            raise ValueError(f"{where}: model must be a dict of zoo.create arguments with a 'name'")
+        if not isinstance(self.url, str) or not self.url:
+            raise ValueError(f"{where}: url must be a non-empty string")
+        if not isinstance(self.sha256, str) or not _HEX64.fullmatch(self.sha256):
+            raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if not self.classes or not all(isinstance(c, str) for c in self.classes):
+            raise ValueError(f"{where}: classes must be a non-empty list of names")
+        if self.palette and len(self.palette) != len(self.classes):
+            raise ValueError(f"{where}: {len(self.palette)} palette colours for {len(self.classes)} classes")
+        n = self.model.get("num_classes")
+        if n is not None and n != len(self.classes):
+            raise ValueError(f"{where}: model num_classes={n} but {len(self.classes)} class names")
+
+    @property
+    def arch(self) -> str:
+        return self.model["name"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def weights_url(self) -> str:
+        return self.url if self.url.endswith(".safetensors") else f"{self.url.rstrip('/')}/{WEIGHTS}"
+
+    def meta(self) -> dict:
+        return {"name": self.name, "classes": list(self.classes), "palette": list(self.palette),
+                "mean": list(self.mean), "std": list(self.std),
+                "eval_protocol": dict(self.eval_protocol), "metrics": dict(self.metrics),
+                "dataset": self.dataset, "source": self.url, "sha256": self.sha256}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "entry") -> "Entry":
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(names)})")
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"{where}: missing key {missing[0]!r}")
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
+class _Entries(Mapping):
+    """Entries registered in code plus those of the `$ZOO_INDEX` file; the file is
+    read on first use and read again when the variable names another one."""
+
+    def __init__(self):
+        self._code: dict[str, Entry] = {}
+        self._index: dict[str, Entry] = {}
+        self._index_path: str | None = None
+
+    def _all(self) -> dict[str, Entry]:
+        path = os.environ.get("ZOO_INDEX") or None
+        if path != self._index_path:
+            index = read_index(path) if path else {}
+            twice = sorted(set(index) & set(self._code))
+            if twice:
+                raise ValueError(f"ZOO_INDEX={path}: entry {twice[0]!r} is already registered in code")
+            self._index, self._index_path = index, path
+        return {**self._code, **self._index}
+
+    def __getitem__(self, name: str) -> Entry:
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def _add(self, entry: Entry) -> None:
+        if entry.name in self._all():
+            raise ValueError(f"zoo entry {entry.name!r} is already registered")
+        _check_names(entry, f"register_entry({entry.name!r})")
+        self._code[entry.name] = entry
+
+
+ENTRIES: Mapping[str, Entry] = _Entries()
+
+
+def register_entry(entry: Entry) -> Entry:
+    """Add an entry (duplicates refused); `zoo.create(entry.name, pretrained=True)` then builds it."""
+    ENTRIES._add(entry)
+    return entry
+
+
+def check_entry_name(name: str, where: str) -> None:
+    from zoo.registry import _BUILDERS, _load_models  # not list_models: that reads ENTRIES
+    _load_models()
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{where}: entry name {name!r} must be letters, digits, '_', '.', '-'")
+    if name in _BUILDERS:
+        raise ValueError(f"{where}: entry name {name!r} is an architecture's name; "
+                         "give the trained weights their own name (e.g. <arch>_<dataset>)")
+
+
+def _check_names(entry: Entry, where: str) -> None:
+    from zoo.registry import _BUILDERS
+    check_entry_name(entry.name, where)
+    if entry.arch not in _BUILDERS:
+        close = difflib.get_close_matches(entry.arch, list(_BUILDERS), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{where}: model name {entry.arch!r} is not a registered architecture{hint}")
+
+
+def read_index(path: str | os.PathLike) -> dict[str, Entry]:
+    """Entries of a JSON index file: `{"entries": [{...Entry fields...}, ...]}` (or a bare list).
+    A relative `url` is taken relative to the index file's folder."""
+    path = Path(path).expanduser()
+    where = f"ZOO_INDEX={path}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    items = data.get("entries") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: expected {{\"entries\": [...]}} or a list of entries")
+    entries: dict[str, Entry] = {}
+    for i, item in enumerate(items):
+        label = f"{where}: entries[{i}]" + (f" ({item['name']!r})" if isinstance(item, dict) and "name" in item else "")
+        if isinstance(item, dict) and isinstance(item.get("url"), str) and _is_relative(item["url"]):
+            item = {**item, "url": str((path.parent / item["url"]).resolve())}
+        entry = Entry.from_dict(item, label)
+        if entry.name in entries:
+            raise ValueError(f"{label}: duplicate entry name")
+        _check_names(entry, label)
+        entries[entry.name] = entry
+    return entries
+
+
+def _is_relative(url: str) -> bool:
+    return len(urlparse(url).scheme) <= 1 and not Path(url).expanduser().is_absolute()
+
+
+def get_entry(name: str) -> Entry:
+    if name in ENTRIES:
+        return ENTRIES[name]
+    close = difflib.get_close_matches(name, list(ENTRIES), n=4, cutoff=0.4)
+    listing = f"did you mean {', '.join(close)}?" if close else \
+        f"entries with weights: {', '.join(sorted(ENTRIES)) or 'none registered'}"
+    raise ValueError(f"no zoo entry with trained weights named {name!r}; {listing} "
+                     "(zoo.list_models(pretrained=True) lists them)")
+
+
+def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """The entry's model. `pretrained=True`: its trained weights (downloaded, verified,
+    cached) and `.meta`; keywords may only repeat the entry's own values.
+    `pretrained=False`: the same architecture with fresh weights; keywords override."""
+    from zoo import registry
+    entry = get_entry(name)
+    if not pretrained:
+        return registry.create(**{**entry.model, **kwargs})
+    _check_overrides(entry, kwargs)
+    model = build_model(entry.model, entry_weights(entry))
+    model.meta = entry.meta()
+    return model
+
+
+def _check_overrides(entry: Entry, kwargs: dict) -> None:
+    from zoo.registry import builder_params
+    if "encoder_weights" in kwargs:
+        raise ValueError(f"{entry.name}: encoder_weights has no effect with pretrained=True "
+                         "(the entry's weights cover the whole model)")
+    params = builder_params(entry.arch)
+    changed = []
+    for k, v in kwargs.items():
+        if k not in params:
+            raise ValueError(f"{entry.name}: unknown argument {k!r}; valid: {', '.join(params)}")
+        own = entry.model.get(k, params[k].default)
+        if _plain(v) != _plain(own):
+            changed.append(f"{k}={v!r} (entry: {own!r})")
+    if changed:
+        raise ValueError(f"{entry.name}: pretrained=True builds the entry's architecture; "
+                         f"{', '.join(changed)} would not fit its weights. Use pretrained=False for "
+                         "fresh weights, or load the entry and replace the layers you need.")
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+# ---------------------------------------------------------------- building
+
+def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
+    """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
+    from safetensors.torch import load_file
+    model = build_architecture(model_kwargs)
+    state = load_file(str(weights), device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{weights}: the weights do not fit {model.config}: {e}") from None
+    return model.to(map_location)
+
+
+def build_architecture(model_kwargs: dict) -> nn.Module:
+    """`zoo.create(**model_kwargs)` with fresh weights and never any encoder weights."""
+    from zoo.registry import builder_params, resolve_name
+    kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise ValueError(f"model arguments {model_kwargs!r} have no architecture 'name'")
+    params = builder_params(name)
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(params)}")
+    kwargs.pop("encoder_weights", None)
+    # The builder directly, not create(): create() drops None, and None is the point here.
+    extra = {"encoder_weights": None} if "encoder_weights" in params else {}
+    model = resolve_name(name)(**kwargs, **extra)
+    model.config = {"name": name, **kwargs}
+    return model
+
+
+def load(source, sha256: str | None = None, pointer: str = "best", map_location="cpu") -> nn.Module:
+    """A trained model in eval mode, with `.meta` (classes, palette, mean, std, eval_protocol,
+    metrics, ...), from a run folder (`checkpoints/<pointer>.json`; `best` falls back to
+    `last`), a checkpoint folder (model.safetensors + meta.json), a published folder
+    (model.safetensors + config.json), its http(s):// or file:// URL, or an entry's name.
+    `sha256` pins the weights; a published folder's own `model.safetensors.sha256` is
+    checked when it is not given."""
+    source = os.fspath(source)
+    _refuse_pickle(source)
+    sha256 = sha256.lower() if isinstance(sha256, str) else sha256
+    if sha256 is not None and not _HEX64.fullmatch(sha256):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    scheme = urlparse(source).scheme
+    if scheme in ("http", "https"):
+        folder, sha256 = _fetch_published(source, sha256)
+        weights, model_kwargs, meta = _read_folder(folder, pointer)
+        meta["source"] = source
+    else:
+        path = local_path(source)
+        if path is None:
+            raise ValueError(f"{source}: unsupported URL scheme {scheme!r} (http, https, file or a path)")
+        if not path.exists():
+            if source in ENTRIES:
+                return create_entry(source, pretrained=True).to(map_location).eval()
+            raise FileNotFoundError(f"{source}: no such file or folder, nor an entry's name "
+                                    "(zoo.list_models(pretrained=True) lists them)")
+        weights, model_kwargs, meta = _read_folder(path, pointer)
+        meta["source"] = str(path)
+        sha256 = sha256 or _published_digest(weights)
+        if sha256:
+            verify(weights, sha256, str(weights), remove=False)
+    meta["sha256"] = sha256
+    model = build_model(model_kwargs, weights, map_location)
+    model.meta = meta
+    return model.eval()
+
+
+def resolve_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
+    """The checkpoint folder a run folder's pointer names; `best` falls back to `last`."""
+    from zoo.engine.checkpoint import resolve
+    ckpts = Path(run_dir) / "checkpoints"
+    ckpt = resolve(ckpts, pointer) or (resolve(ckpts, "last") if pointer == "best" else None)
+    if ckpt is None:
+        also = " nor last.json" if pointer == "best" else ""
+        raise FileNotFoundError(f"{ckpts}: no {pointer}.json{also}; the run has saved no checkpoint yet")
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"{ckpts}/{pointer}.json names {ckpt.name}, which does not exist")
+    return ckpt
+
+
+def _read_folder(path: Path, pointer: str) -> tuple[Path, dict, dict]:
+    """(weights file, model arguments, meta) of a run / checkpoint / published folder."""
+    from zoo.engine.checkpoint import load_meta
+    weights = path if path.is_file() and path.suffix == ".safetensors" else path / WEIGHTS
+    folder = weights.parent
+    if (folder / "checkpoints").is_dir():
+        return _read_folder(resolve_checkpoint(folder, pointer), pointer)
+    if not weights.is_file():
+        pickles = sorted(p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+        if pickles:
+            _refuse_pickle(str(pickles[0]))
+        raise FileNotFoundError(f"{path}: not a run folder (checkpoints/), a checkpoint folder "
+                                "(model.safetensors + meta.json) nor a published folder "
+                                "(model.safetensors + config.json)")
+    if (folder / "meta.json").is_file():
+        info = load_meta(folder)
+        meta = {"name": folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name,
+                "checkpoint": folder.name}
+    elif (folder / "config.json").is_file():
+        info = json.loads((folder / "config.json").read_text())
+        fmt = info.get("format", PUBLISHED_FORMAT)
+        if fmt != PUBLISHED_FORMAT:
+            raise ValueError(f"{folder / 'config.json'}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
+        meta = {"name": info.get("name", folder.name)}
+    else:
+        raise FileNotFoundError(f"{folder}: {WEIGHTS} without meta.json or config.json to say "
+                                "which model it belongs to")
+    if not isinstance(info.get("model"), dict):
+        raise ValueError(f"{folder}: its metadata has no 'model' arguments")
+    for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration"):
+        if key in info:
+            meta[key] = info[key]
+    return weights, info["model"], meta
+
+
+def _published_digest(weights: Path) -> str | None:
+    digest_file = weights.with_name(weights.name + ".sha256")
+    return parse_digest(digest_file, str(digest_file)) if digest_file.is_file() else None
+
+
+def parse_digest(path: Path, source: str) -> str:
+    text = Path(path).read_text().split()
+    if not text or not _HEX64.fullmatch(text[0].lower()):
+        raise ValueError(f"{source}: not a sha256sum line ('<64 hex digits>  {WEIGHTS}')")
+    return text[0].lower()
+
+
+def _refuse_pickle(source: str) -> None:
+    if urlparse(source).path.lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(
+            f"{source}: pickle checkpoints are refused (unpickling can run arbitrary code). "
+            "To convert one you trust:\n"
+            "    import torch; from safetensors.torch import save_file\n"
+            f"    state = torch.load({source!r}, map_location='cpu', weights_only=True)\n"
+            "    save_file(state.get('state_dict', state), 'model.safetensors')\n"
+            "and put it beside a meta.json or config.json naming the model's arguments.")
+
+
+# ---------------------------------------------------------------- cache and download
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "segzoo").expanduser()
+
+
+def offline() -> bool:
+    return os.environ.get("ZOO_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def local_path(source: str) -> Path | None:
+    """The path a plain path or a file:// URL names; None for other URLs."""
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive letter
+        return Path(source).expanduser()
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: Path, expected: str, source: str, remove: bool) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        if remove:
+            Path(path).unlink(missing_ok=True)
+        gone = "; the file was removed" if remove else ""
+        raise ChecksumError(f"sha256 mismatch for {source}: expected {expected}, got {actual}{gone}. "
+                            "The file is corrupted or not the one the sha256 names.")
+
+
+def entry_weights(entry: Entry) -> Path:
+    """The entry's verified weights file: in place when local, else in the cache."""
+    path = local_path(entry.weights_url)
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{entry.name}: weights file {path} does not exist")
+        verify(path, entry.sha256, str(path), remove=False)
+        return path
+    return fetch(entry.weights_url, cache_dir() / "entries" / entry.name / WEIGHTS, entry.sha256)
+
+
+def _fetch_published(url: str, sha256: str | None) -> tuple[Path, str]:
+    """A published folder's files in the cache; the weights verified. Returns (folder, sha256)."""
+    base = re.sub(rf"/({re.escape(WEIGHTS)}|config\.json)$", "", url.rstrip("/"))
+    folder = cache_dir() / "urls" / hashlib.sha256(base.encode()).hexdigest()[:16]
+    if sha256 is None:
+        digest_url = f"{base}/{WEIGHTS}.sha256"
+        sha256 = parse_digest(fetch(digest_url, folder / f"{WEIGHTS}.sha256"), digest_url)
+    fetch(f"{base}/config.json", folder / "config.json")
+    fetch(f"{base}/{WEIGHTS}", folder / WEIGHTS, sha256)
+    return folder, sha256
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None) -> Path:
+    """`dest` from the cache when there (and matching `sha256`), else downloaded from `url`."""
+    dest = Path(dest)
+    stale = ""
+    if dest.is_file():
+        if sha256 is None or sha256_of(dest) == sha256:
+            return dest
+        dest.unlink()
+        stale = " (the cached copy did not match its sha256 and was removed)"
+    if offline():
+        raise OfflineError(f"ZOO_OFFLINE=1 and {dest} is not in the cache{stale}; it would be "
+                           f"downloaded from {url}. Unset ZOO_OFFLINE, or put the file there.")
+    return download(url, dest, sha256)
+
+
+def download(url: str, dest: Path, sha256: str | None = None, attempts: int = 3,
+             progress: bool | None = None) -> Path:
+    """`url` into `dest` through `dest.part`, resuming a partial file; verified before the rename."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    progress = sys.stderr.isatty() if progress is None else progress
+    for attempt in range(1, attempts + 1):
+        try:
+            _transfer(url, part, progress)
+            break
+        except _Interrupted as e:
+            if attempt == attempts:
+                raise DownloadError(f"{url}: download interrupted {attempts} times ({e}); "
+                                    f"run again to resume from {part}") from None
+    if sha256 is not None:
+        verify(part, sha256, url, remove=True)
+    os.replace(part, dest)
+    return dest
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _transfer(url: str, part: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from zoo import __version__
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": f"segzoo/{__version__}"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the part is not a prefix the server knows: start over
+            part.unlink()
+            raise _Interrupted("the server refused to resume") from None
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{url}: {getattr(e, 'reason', e)}") from None
+    with resp:
+        if have and not (resp.status == 206 and _range_start(resp) == have):
+            have = 0  # the server sent the whole file (200): start over
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        try:
+            with open(part, "ab" if have else "wb") as f, \
+                    tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                         desc=Path(urlparse(url).path).name, disable=not progress) as bar:
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (http.client.HTTPException, OSError) as e:
+            raise _Interrupted(str(e) or type(e).__name__) from None
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Interrupted(f"got {size} of {total} bytes")
+
+
+def _range_start(resp) -> int | None:
+    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+    return int(m.group(1)) if m else None

@@ -1,0 +1,116 @@
+"""Run logging: console progress, metrics.jsonl always, wandb when asked.
+
+wandb runs offline when no API key is configured (`WANDB_API_KEY` unset and
+no `wandb login`), so a run never blocks on the network; sync later with
+`wandb sync <run>/wandb/offline-run-*`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int = 0, enabled: bool = True,
+                 wandb_cfg=None, config: dict | None = None):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.total, self.start = total_iters, start_iter
+        self.t0 = time.perf_counter()
+        self.wandb = None
+        self.bar = None
+        if not enabled:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_iters, initial=start_iter, dynamic_ncols=True, desc="train")
+        if wandb_cfg is not None and wandb_cfg.wandb:
+            self.wandb = _init_wandb(run_dir, wandb_cfg, config)
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))},
+                           step=row.get("iter"))
+
+    def train_step(self, it: int, row: dict) -> None:
+        """Log a training row and refresh the progress line (loss, lr, img/s, ETA)."""
+        self.write(row)
+        if not self.enabled:
+            return
+        done = it + 1 - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - it - 1)
+        text = (f"loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['img_s']:.1f} img/s  "
+                f"data {row['data_wait']:.0%}  eta {_fmt(eta)}")
+        if self.bar is not None:
+            self.bar.n = it + 1
+            self.bar.set_postfix_str(text, refresh=True)
+        else:
+            print(f"[{it + 1}/{self.total}] {text}", flush=True)
+
+    def info(self, text: str) -> None:
+        if self.enabled:
+            (self.bar.write if self.bar is not None else print)(text)
+
+    def eval_result(self, it: int, result: dict, class_names) -> None:
+        row = {"iter": it + 1, "mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"],
+               "mean_acc": result["mean_acc"]}
+        self.write({**row, "per_class_iou": result["per_class_iou"]})
+        self.info(f"[{it + 1}/{self.total}] val mIoU {result['mIoU']:.4f}  "
+                  f"pixel acc {result['pixel_acc']:.4f}")
+        if self.wandb is not None:
+            import wandb
+            per_class = {f"iou/{k}": v for k, v in result["per_class_iou"].items() if v is not None}
+            cm = result.get("confusion")
+            extra = {}
+            if cm is not None:
+                extra["confusion"] = wandb.Table(columns=["truth"] + list(class_names),
+                                                 data=[[n] + r for n, r in zip(class_names, cm)])
+            self.wandb.log({**per_class, **extra}, step=it + 1)
+
+    def images(self, it: int, pictures: list[Path]) -> None:
+        if self.wandb is not None and pictures:
+            import wandb
+            self.wandb.log({"predictions": [wandb.Image(str(p)) for p in pictures]}, step=it + 1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _init_wandb(run_dir: Path, cfg, config):
+    import wandb
+    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None:
+        os.environ["WANDB_MODE"] = "offline"
+    return wandb.init(project=cfg.project, entity=cfg.entity, group=cfg.group,
+                      name=cfg.name or Path(run_dir).name, dir=str(run_dir), config=config,
+                      resume="allow", id=_run_id(run_dir))
+
+
+def _run_id(run_dir: Path) -> str:
+    """A stable wandb id per run folder, so a resumed run continues its curve."""
+    path = Path(run_dir) / "wandb_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    import uuid
+    rid = uuid.uuid4().hex[:12]
+    path.write_text(rid + "\n")
+    return rid
+
+
+def _fmt(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

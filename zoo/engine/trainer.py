@@ -1,0 +1,430 @@
+"""Iteration-based training from a recipe, resumable to the bit.
+
+`train(recipe, run_dir)` builds data, model, loss and optimiser from the
+recipe, then loops: forward (AMP), loss (+ auxiliary), non-finite check,
+backward, clip, step, schedule. It evaluates every `eval.interval`
+iterations, checkpoints every `train.checkpoint_interval` (and keeps the
+best by val mIoU), and writes `eval.json` and pictures at the end.
+
+Exact resume: batches come from a sampler that is a pure function of
+(seed, samples already seen), each sample's augmentation is seeded by its
+position in that stream, and the model/optimiser/scheduler/scaler/RNG states
+are restored from the checkpoint; in deterministic mode a run killed and
+resumed ends with the same weights as one that never stopped, with any
+number of processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from zoo.engine import checkpoint as ckpt
+from zoo.engine import distributed as D
+from zoo.recipe import Recipe, recipe_to_dict, save_recipe
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, ...); checkpoints stay intact."""
+
+
+# ----------------------------------------------------------------------------- data
+
+class StreamSampler(Sampler):
+    """Endless batches of (index, sample seed) for one rank.
+
+    Epoch e is a permutation drawn from (seed, e); the global stream is cut
+    into batches of `batch_size * world_size` (incomplete tail dropped) and
+    rank r takes its slice. Starting at `start` samples reproduces the
+    stream of an uninterrupted run whatever the number of processes.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start
+        self.rank, self.world = rank, world_size
+        self.global_batch = batch_size * world_size
+        self.per_epoch = n // self.global_batch * self.global_batch
+        if self.per_epoch == 0:
+            raise ValueError(f"data.batch_size={batch_size} x {world_size} process(es) exceeds the "
+                             f"{n} training images")
+
+    def __iter__(self):
+        epoch, pos = divmod(self.start, self.per_epoch)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+            for p in range(pos, self.per_epoch, self.global_batch):
+                first = p + self.rank * self.batch
+                yield [(perm[q], (self.seed, epoch, q)) for q in range(first, first + self.batch)]
+            epoch, pos = epoch + 1, 0
+
+
+class SeededSamples(Dataset):
+    """Applies the dataset's transform with a seed given per sample, so an
+    augmentation depends on the sample's place in the stream, not on which
+    worker process drew it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, (seed, epoch, position) = key
+        image, mask, name = self.dataset.load(index)
+        transform = self.dataset.transform
+        transform.set_random_seed(int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0]))
+        out = transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long(), "name": name}
+
+
+def make_dataset(data, split: str, train: bool):
+    from zoo.data import build_dataset, build_transform
+    entries = data.train_transforms if train else data.val_transforms
+    transform = build_transform(entries, train=train, family=data.dataset,
+                                crop_size=tuple(data.crop_size) if data.crop_size else None,
+                                mean=data.mean, std=data.std)
+    return build_dataset(data.dataset, data.root, split, transform=transform, **data.options)
+
+
+def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:
+    if eval_cfg.max_images is not None:
+        dataset = Subset(dataset, range(min(eval_cfg.max_images, len(dataset))))
+    # Shard without padding (a DistributedSampler would count padded images twice).
+    indices = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    return DataLoader(Subset(dataset, indices), batch_size=eval_cfg.batch_size, shuffle=False,
+                      num_workers=min(data.num_workers, 2),
+                      pin_memory=data.pin_memory and torch.cuda.is_available())
+
+
+# ----------------------------------------------------------------------------- setup
+
+def resolve_speed(train_cfg, device: torch.device) -> dict:
+    """`auto` settings: bf16 autocast and channels_last on CUDA, off on CPU
+    (where both slow convolutions down); torch.compile only when asked."""
+    cuda = device.type == "cuda"
+    amp = train_cfg.amp
+    if amp == "auto":
+        amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "off"
+    if amp != "off" and not cuda and amp == "fp16":
+        raise ValueError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
+    channels_last = train_cfg.channels_last == "on" or (train_cfg.channels_last == "auto" and cuda)
+    return {"amp": amp, "channels_last": channels_last, "compile": train_cfg.compile == "on"}
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def build_model(recipe: Recipe, dataset) -> nn.Module:
+    import zoo
+    args = dict(recipe.model)
+    k = len(dataset.classes)
+    if args.get("num_classes") is None:
+        args["num_classes"] = k
+    elif args["num_classes"] != k:
+        raise ValueError(f"model.num_classes is {args['num_classes']} but dataset "
+                         f"{recipe.data.dataset!r} has {k} classes ({', '.join(dataset.classes[:6])}, ...)")
+    return zoo.create(**args)
+
+
+def build_criterion(recipe: Recipe, dataset, device):
+    from zoo.engine.losses import build_loss, class_frequencies, median_frequency_weights
+    t = recipe.train
+    weights = t.class_weights
+    if weights == "median_frequency":
+        weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes)))
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        if weights.numel() != len(dataset.classes):
+            raise ValueError(f"train.class_weights has {weights.numel()} values for "
+                             f"{len(dataset.classes)} classes")
+    return build_loss(t.loss, num_classes=len(dataset.classes), class_weights=weights,
+                      aux_weight=t.aux_weight).to(device)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(tuple(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def eval_protocol(eval_cfg) -> dict:
+    return {"mode": eval_cfg.mode, "crop_size": eval_cfg.crop_size, "stride": eval_cfg.stride,
+            "scales": list(eval_cfg.scales), "flip": eval_cfg.flip}
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = True):
+        self.recipe, self.run_dir = recipe, Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        t = recipe.train
+        self.device = D.device_for(t.device)
+        self.dist = D.setup(self.device)
+        seed_everything(t.seed, t.deterministic)
+        self.speed = resolve_speed(t, self.device)
+
+        self.train_set = make_dataset(recipe.data, recipe.data.train_split, train=True)
+        self.val_set = make_dataset(recipe.data, recipe.data.val_split, train=False)
+        self.classes = list(self.train_set.classes)
+        self.model = build_model(recipe, self.train_set).to(self.device)
+        if t.sync_bn and self.dist.enabled:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.speed["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = build_criterion(recipe, self.train_set, self.device)
+
+        from zoo.engine.optim import build_optimizer, build_scheduler
+        self.optimizer = build_optimizer(self.model, name=t.optimizer, lr=t.lr,
+                                         weight_decay=t.weight_decay, momentum=t.momentum,
+                                         betas=tuple(t.betas), encoder_lr_mult=t.encoder_lr_mult)
+        self.scheduler = build_scheduler(self.optimizer, name=t.schedule, total_iters=t.iters,
+                                         warmup_iters=t.warmup_iters, power=t.power,
+                                         min_lr_ratio=t.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed["amp"] == "fp16")
+        self.start_iter, self.samples_seen, self.best_miou = 0, 0, -1.0
+        self.last_eval: dict | None = None
+        if resume and ckpt.resolve(self.ckpt_dir, "last") is not None:
+            self._resume()
+
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.speed["compile"]:
+            self.net = torch.compile(self.net)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _meta(self, iteration: int) -> dict:
+        return {"model": self.model.config, "classes": self.classes,
+                "palette": np.asarray(self.train_set.palette).tolist(),
+                "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
+                "eval_protocol": eval_protocol(self.recipe.eval),
+                "metrics": _headline(self.last_eval), "iteration": iteration,
+                "dataset": self.recipe.data.dataset}
+
+    def _train_state(self, iteration: int) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state(), "iteration": iteration,
+                "samples_seen": self.samples_seen, "best_miou": self.best_miou,
+                "world_size": self.dist.world_size}
+
+    def save(self, iteration: int, pointers: tuple[str, ...]) -> None:
+        if self.dist.is_main:
+            path = ckpt.save_checkpoint(self.ckpt_dir, f"iter_{iteration:06d}",
+                                        model_state=self.model.state_dict(), meta=self._meta(iteration),
+                                        train_state=self._train_state(iteration))
+            for p in pointers:
+                info = {"iteration": iteration}
+                if p == "best":
+                    info["mIoU"] = self.best_miou
+                ckpt.set_pointer(self.ckpt_dir, p, path, **info)
+        D.barrier()
+
+    def _resume(self) -> None:
+        path = ckpt.resolve(self.ckpt_dir, "last")
+        self.model.load_state_dict(ckpt.load_weights(path, self.device))
+        state = ckpt.load_train_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.start_iter = state["iteration"]
+        self.samples_seen = state["samples_seen"]
+        self.best_miou = state["best_miou"]
+        self.resumed_from = path
+
+    # -- loop --------------------------------------------------------------------------
+    def loader(self) -> DataLoader:
+        d = self.recipe.data
+        sampler = StreamSampler(len(self.train_set), d.batch_size, self.recipe.train.seed,
+                                start=self.samples_seen, rank=self.dist.rank,
+                                world_size=self.dist.world_size)
+        workers = d.num_workers
+        return DataLoader(SeededSamples(self.train_set), batch_sampler=sampler, num_workers=workers,
+                          pin_memory=d.pin_memory and self.device.type == "cuda",
+                          persistent_workers=d.persistent_workers and workers > 0,
+                          prefetch_factor=4 if workers > 0 else None,
+                          generator=torch.Generator().manual_seed(self.recipe.train.seed))
+
+    def fit(self) -> dict:
+        from zoo.engine.logging import RunLogger
+        r, t = self.recipe, self.recipe.train
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(r, self.run_dir / "recipe.yaml")
+        log = RunLogger(self.run_dir, total_iters=t.iters, start_iter=self.start_iter,
+                        enabled=self.dist.is_main, wandb_cfg=r.log, config=recipe_to_dict(r))
+        if self.start_iter:
+            log.info(f"resumed from {self.resumed_from} at iteration {self.start_iter}")
+        log.info(f"{type(self.train_set).__name__}: {len(self.train_set)} train / {len(self.val_set)} val "
+                 f"images; device {self.device}; amp {self.speed['amp']}; "
+                 f"processes {self.dist.world_size}")
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.speed["amp"])
+        global_batch = r.data.batch_size * self.dist.world_size
+        stream = iter(self.loader())
+        self.net.train()
+        window = {"n": 0, "wait": 0.0, "time": 0.0}
+        try:
+            for it in range(self.start_iter, t.iters):
+                t0 = time.perf_counter()
+                batch = next(stream)
+                t_data = time.perf_counter() - t0
+                x = batch["image"].to(self.device, non_blocking=True)
+                y = batch["mask"].to(self.device, non_blocking=True)
+                if self.speed["channels_last"]:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits, aux = self.net(x, aux=True)
+                loss = self.criterion(logits.float(), y, None if aux is None else aux.float())
+                if not torch.isfinite(loss):
+                    last = ckpt.resolve(self.ckpt_dir, "last")
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at iteration {it + 1}; stopped. "
+                        + (f"The last good checkpoint {last} is intact." if last else
+                           "No checkpoint had been written yet.")
+                        + " Lower train.lr, set train.grad_clip, or use train.amp=off.")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if t.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.samples_seen += global_batch
+                step_time = time.perf_counter() - t0
+                window["n"] += 1
+                window["wait"] += t_data
+                window["time"] += step_time
+                done = it + 1
+                if done % t.log_interval == 0 or done == t.iters:
+                    log.train_step(it, {"iter": done, "loss": loss.item(),
+                                        "lr": self.optimizer.param_groups[-1]["lr"],
+                                        "img_s": global_batch * window["n"] / window["time"],
+                                        "data_wait": window["wait"] / window["time"]})
+                    window = {"n": 0, "wait": 0.0, "time": 0.0}
+                pointers = []
+                if done % r.eval.interval == 0 or done == t.iters:
+                    self.last_eval = self.evaluate()
+                    log.eval_result(it, self.last_eval, self.classes)
+                    if self.last_eval["mIoU"] > self.best_miou:
+                        self.best_miou = self.last_eval["mIoU"]
+                        pointers.append("best")
+                    self.net.train()
+                if done % t.checkpoint_interval == 0 or done == t.iters:
+                    pointers.append("last")
+                if pointers:
+                    self.save(done, tuple(pointers))
+            result = self.finish(log)
+        finally:
+            log.close()
+        return result
+
+    def evaluate(self) -> dict:
+        from zoo.engine.evaluate import evaluate
+        e = self.recipe.eval
+        loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
+        return evaluate(self.model, loader, num_classes=len(self.classes), class_names=self.classes,
+                        device=self.device, mode=e.mode, crop_size=e.crop_size, stride=e.stride,
+                        scales=tuple(e.scales), flip=e.flip)
+
+    def finish(self, log) -> dict:
+        if self.last_eval is None:  # resumed after the last iteration: evaluate again
+            self.last_eval = self.evaluate()
+        result = {**self.last_eval, "iteration": self.recipe.train.iters, "best_mIoU": self.best_miou,
+                  "checkpoint": str(ckpt.resolve(self.ckpt_dir, "last"))}
+        if self.dist.is_main:
+            ckpt.atomic_write_json(self.run_dir / "eval.json", result)
+            pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
+                                      self.last_eval, self.classes, self.device,
+                                      self.recipe.log.num_images)
+            log.images(self.recipe.train.iters - 1, pictures)
+        D.barrier()
+        return result
+
+
+def _headline(result: dict | None) -> dict:
+    if not result:
+        return {}
+    return {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou") if k in result}
+
+
+@torch.no_grad()
+def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int) -> list[Path]:
+    """Prediction overlays for the first val images and the confusion matrix."""
+    from zoo.engine.visualize import confusion_png, overlay_panel, save_png
+    model.eval()
+    paths = []
+    for i in range(min(num_images, len(dataset))):
+        image, mask, name = dataset.load(i)
+        x = dataset[i]["image"][None].to(device)
+        pred = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        panel = overlay_panel(image, mask, pred, dataset.palette, dataset.ignore_index)
+        paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
+    if "confusion" in result:
+        paths.append(confusion_png(result["confusion"], classes, Path(out_dir) / "confusion.png",
+                                   title=f"val mIoU {result['mIoU']:.3f}"))
+    return paths
+
+
+def train(recipe: Recipe, run_dir: Path, *, resume: bool = True) -> dict:
+    trainer = Trainer(recipe, run_dir, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        D.cleanup()
+
+
+def default_run_dir(recipe_path: Path) -> Path:
+    return Path("runs") / f"{Path(recipe_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False) -> dict:
+    """What `tools/train.py` does: load and check the recipe, pick the run
+    folder (the newest run of this recipe with --resume and no --run-dir),
+    train, and print the final metrics."""
+    from zoo.recipe import load_recipe
+    recipe = load_recipe(recipe_path, overrides)
+    if run_dir is None and resume:
+        runs = sorted(Path("runs").glob(f"{Path(recipe_path).stem}-*"))
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run folder runs/{Path(recipe_path).stem}-* to resume")
+        run_dir = runs[-1]
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe_path)
+    if resume and ckpt.resolve(run_dir / "checkpoints", "last") is None:
+        raise FileNotFoundError(f"--resume: {run_dir} holds no checkpoint (checkpoints/last.json)")
+    result = train(recipe, run_dir, resume=True)
+    if D.DistInfo().is_main and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"run_dir": str(run_dir), "mIoU": round(result["mIoU"], 4),
+                          "pixel_acc": round(result["pixel_acc"], 4)}))
+    return result
