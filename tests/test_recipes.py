@@ -1,0 +1,33 @@
+"""Every shipped recipe is valid, builds its model, and names its dataset layout."""
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.recipe import load_recipe
+
+RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
+                 if not p.name.startswith("ablation"))
+
+
+def test_the_issue_named_recipes_exist():
+    names = {p.stem for p in RECIPES}
+    assert {"quickstart", "pspnet_voc", "pspnet_cityscapes", "fcn8s_voc", "unet_cityscapes",
+            "deconvnet_voc", "fcn8s_camvid", "unet_camvid", "deconvnet_camvid",
+            "pspnet_camvid"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_loads_and_builds(path):
+    recipe = load_recipe(path, ["model.encoder_weights=null"])
+    model = zoo.create(**recipe.model)
+    assert model.config["name"] == recipe.model["name"]
+    if recipe.model["name"] == "pspnet":
+        assert recipe.train.aux_weight == 0.4 and model.aux_head is not None
+
+
+def test_real_recipes_use_imagenet_encoders():
+    for path in RECIPES:
+        recipe = load_recipe(path)
+        expected = None if path.stem in ("quickstart", "unet_camvid_cpu") else "imagenet"
+        assert recipe.model.get("encoder_weights") == expected, path.name
