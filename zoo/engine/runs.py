@@ -13,37 +13,17 @@ from zoo.engine import checkpoint as ckpt
 
 
 def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
-    """`best` falls back to `last` (a run evaluated never yet has no best)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "model.safetensors").is_file():  # a checkpoint folder itself
-        return run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    for name in (pointer, "last"):
-        path = ckpt.resolve(ckpt_dir, name)
-        if path is not None:
-            return path
-    raise FileNotFoundError(f"{run_dir}: no checkpoint found (expected checkpoints/{pointer}.json "
-                            "or checkpoints/last.json, as tools/train.py writes)")
-
-
-def load_checkpoint_model(checkpoint: Path, device="cpu"):
-    """Rebuild the model from meta.json and load its safetensors weights.
-    Encoder weights are never downloaded: the checkpoint holds them all."""
-    import zoo
-    meta = ckpt.load_meta(checkpoint)
-    args = {**meta["model"], "encoder_weights": None}
-    model = zoo.create(**args)
-    model.load_state_dict(ckpt.load_weights(checkpoint, device))
-    model.config = dict(meta["model"])
-    model.meta = meta
-    return model.to(device).eval()
+    """The checkpoint folder a run folder's pointer names (`best` falls back to `last`)."""
+    from zoo.hub import resolve_checkpoint
+    return resolve_checkpoint(run_dir, pointer)
 
 
 def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
-    """(model, meta, recipe or None) of a run folder."""
+    """(model, meta, recipe or None) of a run folder; the model comes from
+    `zoo.hub.load`, which never downloads encoder weights."""
+    from zoo.hub import load
     from zoo.recipe import load_recipe
-    path = find_checkpoint(run_dir, pointer)
-    model = load_checkpoint_model(path, device)
+    model = load(run_dir, pointer=pointer, map_location=device)
     recipe_file = Path(run_dir) / "recipe.yaml"
     recipe = load_recipe(recipe_file) if recipe_file.is_file() else None
     return model, model.meta, recipe

@@ -1,0 +1,60 @@
+"""PASCAL VOC 2012 segmentation (Everingham et al., IJCV 2010), with the SBD
+augmentation (Hariharan et al., ICCV 2011) as split `train_aug`.
+
+Layout under `root` (a `VOCdevkit/VOC2012` folder; `root` may also be the
+folder holding `VOC2012` or `VOCdevkit`):
+
+    JPEGImages/<name>.jpg
+    SegmentationClass/<name>.png          palette PNGs: index 0..20, 255 = border / difficult
+    ImageSets/Segmentation/{train,val,trainval}.txt    one name a line
+    SegmentationClassAug/<name>.png       (train_aug only) plain index PNGs, same values
+    ImageSets/Segmentation/train_aug.txt  (train_aug only)
+
+Options: `aug_dir` (default "SegmentationClassAug"), `list_file` (a list file,
+absolute or relative to `root`, to use instead of
+`ImageSets/Segmentation/{split}.txt`). List lines may be
+bare names or DeepLab-style "/JPEGImages/x.jpg /SegmentationClassAug/x.png"
+pairs; the name is the first token's stem.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir, require_file
+from .palettes import VOC_CLASSES, VOC_PALETTE
+
+LAYOUT = ("VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/<split>.txt}"
+          " (+ SegmentationClassAug/*.png, ImageSets/Segmentation/train_aug.txt for train_aug)")
+_LUT = make_lut({**{k: k for k in range(21)}, 255: 255})
+
+
+def _find_voc_root(root: Path) -> Path:
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    require_dir(root, LAYOUT)
+    return require_dir(root / "JPEGImages", LAYOUT)  # raises, naming the folder
+
+
+class VOCSegmentation(SegDataset):
+    classes = VOC_CLASSES
+    palette = VOC_PALETTE
+
+    def __init__(self, root, split: str = "train", transform=None, *,
+                 aug_dir: str = "SegmentationClassAug", list_file: str | Path | None = None):
+        super().__init__(root, split, transform)
+        self.root = _find_voc_root(self.root)
+        mask_dir = require_dir(self.root / (aug_dir if split == "train_aug" else "SegmentationClass"), LAYOUT)
+        lst = Path(list_file) if list_file else self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not lst.is_absolute() and not lst.exists():
+            lst = self.root / lst
+        names = [Path(line.split()[0]).stem for line in require_file(lst, LAYOUT).read_text().splitlines()
+                 if line.strip()]
+        if not names:
+            raise FileNotFoundError(f"list file {lst} names no images (expected one image name a line)")
+        self.samples = [(self.root / "JPEGImages" / f"{n}.jpg", mask_dir / f"{n}.png") for n in names]
+        require_all_exist([s[0] for s in self.samples], "image", LAYOUT)
+        require_all_exist([s[1] for s in self.samples], "mask", LAYOUT)
+
+    def read_mask(self, path):
+        return remap_labels(read_label(path), _LUT, path, "VOC indices 0..20 or 255")
