@@ -225,3 +225,16 @@ def test_bad_files_name_the_culprit(tmp_path, damage, expected):
                           data={"num_workers": 1})
     line = _error_line(run_tool("train.py", recipe, "--run-dir", tmp_path / "run", check=False))
     assert str(culprit) in line and expected in line.lower()
+
+
+def test_wandb_offline_logging_and_class_weights(tmp_path):
+    """log.wandb=true with no API key logs offline into the run folder."""
+    from zoo.engine.trainer import train
+    recipe = synthetic_recipe(class_weights="median_frequency")
+    recipe.log.wandb = True
+    recipe.log.num_images = 1
+    result = train(recipe, tmp_path / "run")
+    assert 0 <= result["mIoU"] <= 1
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() in runs[0].name

@@ -18,7 +18,7 @@ def main(argv=None):
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<recipe>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir (or the newest runs/<recipe>-*)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may come after --run-dir
 
     from zoo.cli import run
     from zoo.engine.trainer import train_from_files

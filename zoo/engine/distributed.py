@@ -1,17 +1,56 @@
 """torchrun / DistributedDataParallel plumbing.
 
-`torchrun --nproc_per_node=N tools/train.py recipe.yaml` sets RANK, WORLD_SIZE
-and LOCAL_RANK; `setup` then joins the process group (nccl on CUDA, gloo on
-CPU). Rank 0 alone writes logs, checkpoints and pictures; evaluation sums
-confusion matrices over ranks.
+One process per device, launched by torchrun, which sets RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT:
+
+    # one machine, 4 processes (GPUs, or CPU processes with gloo)
+    torchrun --nproc_per_node=4 tools/train.py recipe.yaml --run-dir runs/x
+
+    # two machines with 8 GPUs each; the same command on both, NODE0 being
+    # an address of the first machine that the second can reach
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-id=job1 --rdzv-backend=c10d \
+        --rdzv-endpoint=NODE0:29500 tools/train.py recipe.yaml --run-dir /shared/runs/x
+
+(or, with a fixed first machine: `--nnodes=2 --node_rank=0|1 --master_addr=NODE0
+--master_port=29500`). `setup` joins the process group: nccl on CUDA, gloo on
+CPU. `data.batch_size` is per process: the global batch is batch_size x
+processes. Rank 0 alone writes logs, checkpoints and pictures (after a
+checkpoint, a barrier: no rank runs ahead of a half-written one); every rank
+evaluates its shard of the validation set and the confusion matrices are
+summed. Every rank reads the checkpoint when a run resumes, so on several
+machines the run folder must be on a filesystem they all see (a rank that
+finds another resume point than rank 0 stops the run, saying so).
+
+`train.sync_bn` converts BatchNorm to SyncBatchNorm on GPUs; torch has no
+SyncBatchNorm on CPU, where the switch is ignored with a one-line warning.
+
+Resuming with another number of processes (run the same command with another
+--nproc_per_node, same --run-dir): the model, optimiser and schedule states
+are restored, the sample stream goes on from the sample where the run stopped
+(the stream does not depend on the number of processes, see
+`trainer.StreamSampler`), and the schedule goes on from the checkpoint's
+iteration to `train.iters`. An iteration is one optimiser step, so with the
+same `data.batch_size` the remaining iterations take a different global
+batch; to keep it, scale `data.batch_size` (4 processes x 2 -> 2 x 4). It is
+not bit for bit the run that never stopped: gradients are averaged in another
+order and BatchNorm sees per-process batches of another size.
+
+A rank that dies is noticed by torchrun, which stops the others. For launchers
+that do not, every collective (and the initial rendezvous) gives up after
+``ZOO_DIST_TIMEOUT`` seconds (default 1800) instead of waiting forever.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+TIMEOUT_ENV = "ZOO_DIST_TIMEOUT"
 
 
 @dataclass
@@ -29,14 +68,32 @@ class DistInfo:
         return self.world_size > 1
 
 
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def timeout() -> datetime.timedelta:
+    value = os.environ.get(TIMEOUT_ENV, "1800")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={value!r}: expected a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={value!r}: must be positive")
+    return datetime.timedelta(seconds=seconds)
+
+
 def setup(device: torch.device) -> DistInfo:
+    """Join the process group torchrun describes; a no-op for one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+    if not initialized():
+        kwargs = {"backend": "nccl" if device.type == "cuda" else "gloo", "timeout": timeout()}
+        if device.type == "cuda":
+            kwargs["device_id"] = device  # binds the rank to its GPU (barriers need it)
+        dist.init_process_group(**kwargs)
     return info
 
 
@@ -55,19 +112,85 @@ def device_for(requested: str, info_local_rank: int | None = None) -> torch.devi
     return device
 
 
+def sync_batchnorm(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """BatchNorm statistics over the global batch (`train.sync_bn`).
+
+    torch's SyncBatchNorm runs on GPUs only (DistributedDataParallel refuses
+    it on CPU), so on CPU each process keeps normalising over its own batch,
+    and rank 0 says so in one line.
+    """
+    if not info.enabled:
+        return model
+    if device.type == "cpu":
+        if info.is_main:
+            print("warning: train.sync_bn=true is ignored on CPU (torch's SyncBatchNorm needs GPUs); "
+                  "each process normalises over its own batch", file=sys.stderr, flush=True)
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    if not info.enabled:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         dist.barrier()
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         dist.destroy_process_group()
 
 
 def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
+    if not initialized():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@torch.no_grad()
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Give every rank rank `src`'s buffers (BatchNorm running statistics).
+
+    DDP does this at the start of every training forward; after the last one
+    each rank holds statistics of its own batch, so evaluation and
+    checkpoints call this first, and all ranks then hold one model.
+    """
+    if initialized():
+        for buf in model.buffers():
+            dist.broadcast(buf, src)
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True when `flag` holds on every rank (so that all ranks stop together)."""
+    if not initialized():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks of a tensor (a copy; the input is left as it is)."""
+    if not initialized():
+        return value
+    t = value.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / dist.get_world_size()
+
+
+def check_same(what: str, value) -> None:
+    """Fail on every rank, naming the values, unless all ranks hold the same `value`."""
+    if not initialized():
+        return
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        shown = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+        raise RuntimeError(f"processes disagree on {what} ({shown})")

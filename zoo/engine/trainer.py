@@ -10,8 +10,10 @@ Exact resume: batches come from a sampler that is a pure function of
 (seed, samples already seen), each sample's augmentation is seeded by its
 position in that stream, and the model/optimiser/scheduler/scaler/RNG states
 are restored from the checkpoint; in deterministic mode a run killed and
-resumed ends with the same weights as one that never stopped, with any
-number of processes.
+resumed ends with the same weights as one that never stopped. Resumed with
+another number of processes, a run continues the same sample stream from
+the same position and the schedule from the same iteration (see
+`zoo/engine/distributed.py`), but not bit for bit.
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ class TrainingError(RuntimeError):
 class StreamSampler(Sampler):
     """Endless batches of (index, sample seed) for one rank.
 
-    Epoch e is a permutation drawn from (seed, e); the global stream is cut
-    into batches of `batch_size * world_size` (incomplete tail dropped) and
-    rank r takes its slice. Starting at `start` samples reproduces the
-    stream of an uninterrupted run whatever the number of processes.
+    The stream is the concatenation of epoch permutations, epoch e drawn from
+    (seed, e); it is cut into global batches of `batch_size * world_size`
+    (a batch may straddle two epochs) and rank r takes its slice. Sample s of
+    the stream is the same whatever the batch size and number of processes,
+    so starting at `start` samples continues the stream of the run that
+    stopped there, even with another number of processes.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
@@ -51,20 +55,27 @@ class StreamSampler(Sampler):
         self.n, self.batch, self.seed, self.start = n, batch_size, seed, start
         self.rank, self.world = rank, world_size
         self.global_batch = batch_size * world_size
-        self.per_epoch = n // self.global_batch * self.global_batch
-        if self.per_epoch == 0:
+        if self.global_batch > n:
             raise ValueError(f"data.batch_size={batch_size} x {world_size} process(es) exceeds the "
                              f"{n} training images")
 
+    def _perm(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
     def __iter__(self):
-        epoch, pos = divmod(self.start, self.per_epoch)
+        first = self.start + self.rank * self.batch
+        perms: dict[int, list[int]] = {}
         while True:
-            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-            perm = torch.randperm(self.n, generator=g).tolist()
-            for p in range(pos, self.per_epoch, self.global_batch):
-                first = p + self.rank * self.batch
-                yield [(perm[q], (self.seed, epoch, q)) for q in range(first, first + self.batch)]
-            epoch, pos = epoch + 1, 0
+            batch = []
+            for s in range(first, first + self.batch):
+                epoch, q = divmod(s, self.n)
+                if epoch not in perms:
+                    perms = {e: p for e, p in perms.items() if e >= epoch - 1}
+                    perms[epoch] = self._perm(epoch)
+                batch.append((perms[epoch][q], (self.seed, epoch, q)))
+            yield batch
+            first += self.global_batch
 
 
 class SeededSamples(Dataset):
@@ -190,6 +201,9 @@ class Trainer:
         t = recipe.train
         self.device = D.device_for(t.device)
         self.dist = D.setup(self.device)
+        # Rank 0's folder for all (a default name is a timestamp, which ranks may see differ).
+        self.run_dir = Path(D.broadcast_object(str(self.run_dir)))
+        self.ckpt_dir = self.run_dir / "checkpoints"
         seed_everything(t.seed, t.deterministic)
         self.speed = resolve_speed(t, self.device)
 
@@ -197,8 +211,8 @@ class Trainer:
         self.val_set = make_dataset(recipe.data, recipe.data.val_split, train=False)
         self.classes = list(self.train_set.classes)
         self.model = build_model(recipe, self.train_set).to(self.device)
-        if t.sync_bn and self.dist.enabled:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if t.sync_bn:
+            self.model = D.sync_batchnorm(self.model, self.device, self.dist)
         if self.speed["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(recipe, self.train_set, self.device)
@@ -210,16 +224,18 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, name=t.schedule, total_iters=t.iters,
                                          warmup_iters=t.warmup_iters, power=t.power,
                                          min_lr_ratio=t.min_lr_ratio)
+        if not t.aux_weight and getattr(self.model, "aux_head", None) is not None:
+            # Unused without an aux loss, and DDP refuses parameters that get no gradient.
+            self.model.aux_head.requires_grad_(False)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed["amp"] == "fp16")
         self.start_iter, self.samples_seen, self.best_miou = 0, 0, -1.0
         self.last_eval: dict | None = None
         if resume and ckpt.resolve(self.ckpt_dir, "last") is not None:
             self._resume()
+        D.check_same("the point to resume from (iteration, samples seen); every process must see "
+                     f"the run folder {self.run_dir}", (self.start_iter, self.samples_seen))
 
-        self.net = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = D.wrap(self.model, self.device, self.dist)
         if self.speed["compile"]:
             self.net = torch.compile(self.net)
 
@@ -239,6 +255,7 @@ class Trainer:
                 "world_size": self.dist.world_size}
 
     def save(self, iteration: int, pointers: tuple[str, ...]) -> None:
+        D.broadcast_buffers(self.model)
         if self.dist.is_main:
             path = ckpt.save_checkpoint(self.ckpt_dir, f"iter_{iteration:06d}",
                                         model_state=self.model.state_dict(), meta=self._meta(iteration),
@@ -304,12 +321,15 @@ class Trainer:
                 if self.speed["channels_last"]:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits, aux = self.net(x, aux=True)
+                    # No aux head output when its weight is 0: DDP refuses parameters left unused.
+                    logits, aux = self.net(x, aux=True) if t.aux_weight else (self.net(x), None)
                 loss = self.criterion(logits.float(), y, None if aux is None else aux.float())
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if not D.all_true(finite, self.device):  # all ranks stop together
                     last = ckpt.resolve(self.ckpt_dir, "last")
+                    value = loss.item() if not finite else "on another process"
                     raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at iteration {it + 1}; stopped. "
+                        f"non-finite loss ({value}) at iteration {it + 1}; stopped. "
                         + (f"The last good checkpoint {last} is intact." if last else
                            "No checkpoint had been written yet.")
                         + " Lower train.lr, set train.grad_clip, or use train.amp=off.")
@@ -328,7 +348,7 @@ class Trainer:
                 window["time"] += step_time
                 done = it + 1
                 if done % t.log_interval == 0 or done == t.iters:
-                    log.train_step(it, {"iter": done, "loss": loss.item(),
+                    log.train_step(it, {"iter": done, "loss": D.mean(loss.detach()).item(),
                                         "lr": self.optimizer.param_groups[-1]["lr"],
                                         "img_s": global_batch * window["n"] / window["time"],
                                         "data_wait": window["wait"] / window["time"]})
@@ -353,6 +373,7 @@ class Trainer:
     def evaluate(self) -> dict:
         from zoo.engine.evaluate import evaluate
         e = self.recipe.eval
+        D.broadcast_buffers(self.model)  # one model on all ranks, whose shards are summed
         loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
         return evaluate(self.model, loader, num_classes=len(self.classes), class_names=self.classes,
                         device=self.device, mode=e.mode, crop_size=e.crop_size, stride=e.stride,
