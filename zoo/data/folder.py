@@ -15,7 +15,6 @@ Options: `classes` (names) or `num_classes` (names become "class_0", ...),
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
