@@ -1,0 +1,35 @@
+"""tools/list_models.py and the cost counters behind it."""
+import torch
+from torch import nn
+
+from zoo.profile import count_flops, count_params
+
+
+def test_flops_of_one_convolution_is_the_textbook_count():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))
+    # 2 FLOPs per multiply-add: 2 * (3*3*3) * 8 outputs channels * 16*16 positions
+    assert count_flops(conv, (16, 16)) == 2 * 27 * 8 * 256
+    assert count_params(conv) == 27 * 8
+
+
+def test_list_models_prints_names_and_costs(capsys):
+    from tools.list_models import main
+    main(["fcn*"])
+    assert capsys.readouterr().out.split() == ["fcn16s", "fcn32s", "fcn8s", "fcn8s_resnet50", "fcn8s_vgg16"]
+    main(["unet", "--cost", "--size", "64", "64", "--num-classes", "5"])
+    line = capsys.readouterr().out.strip().splitlines()[-1].split()
+    import zoo
+    model = zoo.create("unet", num_classes=5)
+    assert line[0] == "unet"
+    assert float(line[1]) == round(count_params(model) / 1e6, 2)
+    assert float(line[2]) == round(count_flops(model, (64, 64)) / 1e9, 2)
+    assert float(line[2]) > 0
+
+
+def test_flops_scale_with_pixels():
+    import zoo
+    model = zoo.create("pspnet", encoder="test_resnet", num_classes=3, head_channels=16)
+    small, big = count_flops(model, (64, 64)), count_flops(model, (128, 128))
+    assert 3.5 < big / small < 4.5  # convolutions dominate: ~4x the pixels, ~4x the FLOPs
+    assert model.training  # the counter restores the mode it found
+    assert torch.is_grad_enabled()
