@@ -37,13 +37,10 @@ def fit_to_size(x: Tensor, size: tuple[int, int]) -> Tensor:
     past the image's bottom/right edge and are cropped. Padding covers encoders
     that floor instead.
     """
-    h, w = x.shape[-2:]
     th, tw = size
-    if (h, w) == (th, tw):
-        return x
-    x = x[..., : min(h, th), : min(w, tw)]
+    x = x[..., :th, :tw]  # slicing past the end is a no-op: no branch on sizes (export)
     pad_h, pad_w = th - x.shape[-2], tw - x.shape[-1]
-    if pad_h or pad_w:
+    if pad_h > 0 or pad_w > 0:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x
 
@@ -52,7 +49,7 @@ def stage_sizes(size: tuple[int, int], stages: int) -> list[tuple[int, int]]:
     """Target sizes of `stages` successive x2 steps ending at `size`
     (coarse to fine), using the ceil division encoders apply on the way down."""
     h, w = size
-    return [(math.ceil(h / 2 ** k), math.ceil(w / 2 ** k)) for k in range(stages - 1, -1, -1)]
+    return [(-(-h // 2 ** k), -(-w // 2 ** k)) for k in range(stages - 1, -1, -1)]
 
 
 @dataclass

@@ -14,8 +14,8 @@ Methods (papers):
 - `unpool`: max-unpooling with switches, then a 3x3 convolution (DeconvNet,
   Noh et al. 2015; SegNet). True switches come from an encoder max-pool; where
   there is none, from `guide` (see `guide_switches`).
-- `bilinear`, `nearest`: resize, then a 3x3 convolution (resize-convolution,
-  Odena et al. 2016), the convolution starting as the identity when channels match.
+- `bilinear`, `nearest`: resize, then a 1x1 convolution where channels differ
+  (resize-convolution, Odena et al. 2016; the heads' 3x3 convolutions follow).
 - `pixelshuffle`: convolution to out*s^2 channels, then PixelShuffle (ESPCN,
   Shi et al. 2016) with ICNR initialisation (Aitken et al. 2017).
 - `carafe`: content-aware reassembly of features (Wang et al. 2019).
@@ -48,8 +48,8 @@ class Upsampler(nn.Module):
         self.in_channels, self.out_channels, self.scale = in_channels, out_channels, scale
 
     def target(self, x: Tensor, output_size) -> tuple[int, int]:
-        if output_size is not None:
-            return int(output_size[0]), int(output_size[1])
+        if output_size is not None:  # no int(): keeps sizes symbolic for dynamic-shape export
+            return output_size[0], output_size[1]
         return x.shape[-2] * self.scale, x.shape[-1] * self.scale
 
     def extra_repr(self) -> str:
@@ -99,10 +99,13 @@ class TransposedUpsample(Upsampler):
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         th, tw = self.target(x, output_size)
-        # Natural size is h*s; output_padding reaches h*s .. h*s + s - 1.
+        # Natural size is h*s; output_padding reaches h*s .. h*s + s - 1. At or
+        # below h*s a crop is exact (and exports with dynamic sizes).
         h, w = x.shape[-2] * self.scale, x.shape[-1] * self.scale
-        if h <= th < h + self.scale and w <= tw < w + self.scale:
-            return self.conv(x, output_size=[th, tw])
+        if th <= h and tw <= w:
+            return fit_to_size(self.conv(x), (th, tw))
+        if th < h + self.scale and tw < w + self.scale:
+            return self.conv(x, output_size=[max(th, h), max(tw, w)])[..., :th, :tw]
         return fit_to_size(self.conv(x), (th, tw))
 
 
@@ -169,18 +172,25 @@ class UnpoolUpsample(Upsampler):
 
 
 class ResizeUpsample(Upsampler):
+    """Resize, then a 1x1 convolution where channel counts differ.
+
+    A 1x1 convolution commutes with bilinear and nearest resizing (both act
+    on each channel alone, linearly), so it runs before the resize, at the
+    low resolution: the same function at a fraction of the cost. Heads
+    follow it with their own 3x3 convolutions; with matching channels it is
+    the plain resize PSPNet and FCN apply to logits.
+    """
+
     def __init__(self, in_channels, out_channels, scale, mode: str = "bilinear"):
         super().__init__(in_channels, out_channels, scale)
         self.mode = mode
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        if in_channels == out_channels:  # start as a pure resize
-            nn.init.dirac_(self.conv.weight)
-            nn.init.zeros_(self.conv.bias)
+        self.proj = (nn.Identity() if in_channels == out_channels
+                     else nn.Conv2d(in_channels, out_channels, 1))
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         size = self.target(x, output_size)
         align = False if self.mode == "bilinear" else None
-        return self.conv(F.interpolate(x, size=size, mode=self.mode, align_corners=align))
+        return F.interpolate(self.proj(x), size=size, mode=self.mode, align_corners=align)
 
 
 def icnr_(weight: Tensor, scale: int, init=nn.init.kaiming_normal_) -> Tensor:

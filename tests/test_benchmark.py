@@ -1,0 +1,155 @@
+"""Benchmark rows, JSON shape and the smp counterparts, on tiny models (no timing assertions)."""
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo import bench
+from zoo.bench import BenchSpec
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+TINY_UNET = {"decoder_channels": (16, 8, 8, 8, 8)}
+
+
+def spec(arch="unet", upsample="nearest", **kw):
+    args = {"unet": TINY_UNET, "pspnet": {"head_channels": 16, "aux_channels": 8},
+            "fcn8s": {"head_channels": 16}}[arch]
+    return BenchSpec(arch, "test_resnet", upsample, size=(64, 64), batch=2, num_classes=3,
+                     model_args=args, **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine
+    every parallel region waits for both to be scheduled."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cli_rows(tmp_path_factory, one_thread):
+    """One CLI run: unet with smp beside it, and fcn8s (no smp counterpart)."""
+    pytest.importorskip("segmentation_models_pytorch")
+    path = tmp_path_factory.mktemp("bench") / "rows.json"
+    main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
+    main(["--arch", "unet", "fcn8s", "--encoder", "test_resnet", "--upsample", "nearest",
+          "--size", "64", "64", "--batch", "2", "--iters", "2", "--warmup", "1", "--rounds", "2",
+          "--num-classes", "3", "--arg", "decoder_channels=[16,8,8,8,8]", "--arg", "head_channels=16",
+          "--threads", "1", "--against", "smp", "--json", str(path)])
+    return json.loads(path.read_text())
+
+
+def test_json_shape_and_row_keys(cli_rows):
+    assert set(cli_rows) == {"meta", "rows"}
+    assert cli_rows["meta"]["torch"] == torch.__version__
+    rows = cli_rows["rows"]
+    assert [(r["impl"], r["arch"]) for r in rows] == [("zoo", "unet"), ("smp", "unet"), ("zoo", "fcn8s")]
+    for r in rows:
+        assert set(bench.ROW_KEYS) <= set(r)
+        assert r["size"] == [64, 64] and r["batch"] == 2 and r["device"] == "cpu"
+        assert r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["gflops"] > 0
+        assert r["train_ms_p25"] <= r["train_ms"] <= r["train_ms_p75"]
+        assert r["train_steps"] == r["infer_steps"] == 2
+        assert r["mfu_train"] is None  # CPU: no peak to divide by
+        assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
+    smp_row = rows[1]
+    assert smp_row["comparable"] is True
+    assert smp_row["train_time_ratio"] == pytest.approx(rows[0]["train_ms"] / smp_row["train_ms"])
+    assert "no smp row" in rows[2]["note"]
+
+
+def test_smp_unet_matches_widths_encoder_and_interpolation():
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    s = spec("unet", "bilinear")
+    ours = bench.build_zoo(s)
+    theirs, comparable, note = bench.build_smp(s, ours)
+    assert isinstance(theirs, smp.Unet) and comparable
+    assert [b.conv2[0].out_channels for b in theirs.decoder.blocks] == list(TINY_UNET["decoder_channels"])
+    assert {b.interpolation_mode for b in theirs.decoder.blocks} == {"bilinear"}
+    assert theirs.encoder.out_channels[1:] == ours.encoder.channels  # the same timm encoder
+    x = torch.randn(1, 3, 64, 64)
+    assert theirs.eval()(x).shape == ours.eval()(x).shape == (1, 3, 64, 64)
+    assert "tu-test_resnet" in note
+
+
+def test_smp_counterparts_flag_what_differs():
+    pytest.importorskip("segmentation_models_pytorch")
+    s = spec("unet", "transposed")
+    _, comparable, note = bench.build_smp(s, bench.build_zoo(s))
+    assert not comparable and "cannot transposed" in note
+    s = spec("pspnet", "bilinear")
+    psp, comparable, _ = bench.build_smp(s, bench.build_zoo(s))
+    assert not comparable
+    assert psp.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    with pytest.raises(LookupError, match="no counterpart of fcn8s"):
+        bench.build_smp(spec("fcn8s"), None)
+
+
+def test_smp_encoder_names():
+    pytest.importorskip("segmentation_models_pytorch")
+    assert bench.smp_encoder_name("resnet18") == "resnet18"
+    assert bench.smp_encoder_name("test_resnet") == "tu-test_resnet"
+
+
+def test_grid_gives_each_arch_its_args_and_refuses_unused():
+    specs = bench.grid(["unet", "fcn8s"], ["test_resnet"], ["nearest", "bilinear"],
+                       {"head_channels": 16, "decoder_channels": [8] * 5}, size=(64, 64))
+    assert [(s.arch, s.upsample) for s in specs] == [("unet", "nearest"), ("unet", "bilinear"),
+                                                      ("fcn8s", "nearest"), ("fcn8s", "bilinear")]
+    assert specs[0].model_args == {"decoder_channels": [8] * 5}
+    assert specs[2].model_args == {"head_channels": 16}
+    with pytest.raises(ValueError, match="takes fc_channels"):
+        bench.grid(["unet"], ["test_resnet"], ["nearest"], {"fc_channels": 8})
+
+
+def test_parse_model_args_reads_yaml_values():
+    assert bench.parse_model_args(["decoder_channels=[64,32]", "head_channels=16", "upsample=nearest"]) == {
+        "decoder_channels": [64, 32], "head_channels": 16, "upsample": "nearest"}
+
+
+def test_summary_and_peak_table():
+    s = bench.summarize([0.5, 0.1, 0.2, 0.3, 0.4], batch=4)
+    assert s["ms"] == pytest.approx(300) and s["img_s"] == pytest.approx(4 / 0.3)
+    assert s["ms_p25"] == pytest.approx(200) and s["ms_p75"] == pytest.approx(400)
+    assert bench.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert bench.peak_bf16_tflops("NVIDIA H100 PCIe") == 756
+    assert bench.peak_bf16_tflops("NVIDIA H200") == 989
+    assert bench.peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312
+    assert bench.peak_bf16_tflops("Some GPU") is None
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="needs CUDA"):
+        spec(amp="fp16")
+    with pytest.raises(ValueError, match="amp must be"):
+        spec(amp="fp8")
+    assert spec(amp="bf16", channels_last=True).eager_fp32().amp == "off"
+
+
+def test_aux_head_is_trained_when_weighted():
+    s = spec("pspnet", "bilinear", aux_weight=0.4)
+    model = bench.build_zoo(s)
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    runner = bench.Runner(model, s, x, y, aux=True)
+    runner.optimizer.zero_grad()
+    before = model.aux_head.layers[-1].weight.clone()
+    runner.train_step()
+    assert not torch.equal(before, model.aux_head.layers[-1].weight)
+
+
+def test_unet_breakdown_parts():
+    pytest.importorskip("segmentation_models_pytorch")
+    s = spec("unet", "nearest")
+    s.size = (32, 32)
+    rows = bench.unet_breakdown(s, iters=1)
+    parts = [r["part"] for r in rows]
+    assert parts[0] == "encoder" and parts[-1] == "classifier"
+    assert "stage 4" in parts and "stage 4 upsampler" in parts
+    for r in rows:
+        assert r["zoo_ms"] > 0 and r["zoo_gflops"] >= 0
+        assert ("smp_ms" in r) == (not r["part"].endswith("upsampler"))
+    assert "| stage 0 |" in bench.format_breakdown(rows)

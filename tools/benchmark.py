@@ -1,0 +1,69 @@
+"""Training and inference throughput, peak memory, parameters and GFLOPs of zoo models,
+optionally beside the matching segmentation_models_pytorch model (zoo/bench.py).
+
+    python tools/benchmark.py --arch unet --encoder resnet18 --upsample nearest \\
+        --size 256 256 --batch 4 --threads 2 --against smp --json runs/bench.json
+    python tools/benchmark.py --arch unet pspnet --upsample bilinear transposed   # a grid
+    python tools/benchmark.py --device cuda --recipe-defaults --against smp --smp-eager-fp32
+    python tools/benchmark.py --arch unet --breakdown --threads 2     # zoo vs smp, part by part
+"""
+import argparse
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", nargs="+", default=["unet"])
+    p.add_argument("--encoder", nargs="+", default=["resnet18"])
+    p.add_argument("--upsample", nargs="+", default=["nearest"])
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--arg", action="append", default=[], metavar="K=V",
+                   help="extra zoo.create argument, value read as YAML (repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--recipe-defaults", action="store_true",
+                   help="precision and layout as a recipe's 'auto' settings resolve on this device")
+    p.add_argument("--aux-weight", type=float, default=0.0, help="train the auxiliary head too")
+    p.add_argument("--iters", type=int, default=10, help="timed steps per model and mode")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1, help="models take turns this many times")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--against", choices=["smp"], default=None)
+    p.add_argument("--smp-eager-fp32", action="store_true",
+                   help="time smp in eager fp32 whatever the zoo settings")
+    p.add_argument("--json", default=None, metavar="PATH", help="write {'meta', 'rows'} here")
+    p.add_argument("--breakdown", action="store_true",
+                   help="U-Net only: time each part (encoder, decoder stages, classifier) of zoo and smp")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    import torch
+    from zoo.bench import format_breakdown, grid, parse_model_args, run_grid, unet_breakdown
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
+    if args.recipe_defaults:
+        from types import SimpleNamespace
+        from zoo.engine.trainer import resolve_speed
+        cfg = SimpleNamespace(amp="auto", channels_last="auto", compile="auto")
+        speed = resolve_speed(cfg, torch.device(args.device))
+    specs = grid(args.arch, args.encoder, args.upsample, parse_model_args(args.arg),
+                 size=tuple(args.size), batch=args.batch, device=args.device,
+                 num_classes=args.num_classes, aux_weight=args.aux_weight, **speed)
+    if args.breakdown:
+        for spec in (s for s in specs if s.arch == "unet"):
+            print(f"\n{spec.arch} / {spec.encoder} / {spec.upsample}, batch {spec.batch}, "
+                  f"{spec.size[0]}x{spec.size[1]}: forward + backward per part")
+            print(format_breakdown(unet_breakdown(spec, iters=args.iters)))
+        return
+    run_grid(specs, json_path=args.json, against=args.against, iters=args.iters,
+             warmup=args.warmup, rounds=args.rounds, smp_eager_fp32=args.smp_eager_fp32)
+
+
+if __name__ == "__main__":
+    main()
