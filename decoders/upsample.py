@@ -141,7 +141,9 @@ def unpool(x: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class UnpoolUpsample(Upsampler):
-    """log2(scale) x2 unpooling steps, then a 3x3 convolution.
+    """log2(scale) steps of x2 unpooling, each followed by a 3x3 convolution
+    (DeconvNet convolves after every unpooling: without it three steps would
+    leave 63 of every 64 pixels at zero).
 
     `indices` (true max-pool switches) serve the last step; every other step
     takes its switches from `guide`. `switch_channels` is the channel count of
@@ -151,11 +153,13 @@ class UnpoolUpsample(Upsampler):
     def __init__(self, in_channels, out_channels, scale, switch_channels: int | None = None):
         super().__init__(in_channels, out_channels, scale)
         mid = switch_channels or in_channels
+        steps = int(math.log2(scale))
         self.project = nn.Conv2d(in_channels, mid, 1) if mid != in_channels else nn.Identity()
-        self.conv = nn.Conv2d(mid, out_channels, 3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(mid, out_channels if k == steps - 1 else mid, 3, padding=1) for k in range(steps))
 
     def forward(self, x, guide=None, indices=None, output_size=None):
-        steps = int(math.log2(self.scale))
+        steps = len(self.convs)
         sizes = stage_sizes(self.target(x, output_size), steps)  # output of each x2 step
         if guide is None and (indices is None or steps > 1):
             raise ValueError("unpool needs switches: pass indices (for the last x2 step) "
@@ -164,11 +168,11 @@ class UnpoolUpsample(Upsampler):
         if indices is not None:
             switches[-1] = indices
         x = self.project(x)
-        for idx, size in zip(switches, sizes):
+        for idx, size, conv in zip(switches, sizes, self.convs):
             # Encoders that floor odd sizes (VGG's pools) leave x one pixel short
             # of the ceil-mode guide switches; the switches decide.
-            x = unpool(fit_to_size(x, idx.shape[-2:]), idx, size)
-        return self.conv(x)
+            x = conv(unpool(fit_to_size(x, idx.shape[-2:]), idx, size))
+        return x
 
 
 class ResizeUpsample(Upsampler):

@@ -77,8 +77,8 @@ def test_unpool_places_values_at_switches_zeros_elsewhere():
 
 def test_unpool_upsampler_uses_true_switches():
     up = make_upsampler("unpool", 2, 2, 2)
-    nn.init.dirac_(up.conv.weight)
-    nn.init.zeros_(up.conv.bias)
+    nn.init.dirac_(up.convs[0].weight)
+    nn.init.zeros_(up.convs[0].bias)
     x = torch.randn(1, 2, 6, 8)
     pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
     y = up(pooled, indices=idx, output_size=(6, 8))
@@ -96,6 +96,16 @@ def test_guide_switches_follow_the_guide_maximum():
     y = up.project(torch.ones(1, 5, 2, 2))
     out = unpool(y, idx, (4, 4))
     assert out[0, :, 1, 0].eq(1).all() and out[0, :, 0, 0].eq(0).all()
+
+
+def test_multi_step_unpool_is_dense():
+    """A conv after every x2 step: x8 unpooling of a constant map leaves no hole."""
+    up = make_upsampler("unpool", 4, 4, 8)
+    for conv in up.convs:
+        nn.init.constant_(conv.weight, 1.0)
+        nn.init.zeros_(conv.bias)
+    y = up(torch.ones(1, 4, 3, 3), guide=torch.randn(1, 2, 24, 24))
+    assert y.shape == (1, 4, 24, 24) and (y[..., 2:-2, 2:-2] > 0).all()
 
 
 def test_unpool_needs_switches():
