@@ -238,3 +238,17 @@ def test_wandb_offline_logging_and_class_weights(tmp_path):
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
     assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() in runs[0].name
+
+
+def test_pictures_when_eval_transforms_resize(tmp_path):
+    """Overlays are drawn on the original frame even when the model sees a resized one."""
+    from PIL import Image
+
+    from zoo.engine.trainer import train
+    recipe = synthetic_recipe(iters=2)
+    recipe.eval.interval = 2
+    recipe.data.val_transforms = [{"name": "Resize", "params": {"height": 32, "width": 40}}]
+    recipe.log.num_images = 1
+    train(recipe, tmp_path / "run")
+    panel = Image.open(next((tmp_path / "run" / "pictures").glob("00_*.png")))
+    assert panel.size == (3 * 48 + 2 * 4, 48)  # image | truth | prediction at the 48x48 frame

@@ -409,7 +409,11 @@ def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device,
     for i in range(min(num_images, len(dataset))):
         image, mask, name = dataset.load(i)
         x = dataset[i]["image"][None].to(device)
-        pred = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        logits = model(x)
+        if logits.shape[-2:] != mask.shape:  # eval transforms may resize: back to the frame
+            logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear",
+                                                     align_corners=False)
+        pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
         panel = overlay_panel(image, mask, pred, dataset.palette, dataset.ignore_index)
         paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
     if "confusion" in result:
