@@ -6,7 +6,6 @@ consume (features by reduction, max-pool switches, the input image).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
@@ -75,4 +74,4 @@ class EncoderOutput:
         if g is not None:
             return tuple(g.shape[-2:])
         h, w = self.image.shape[-2:]
-        return math.ceil(h / reduction), math.ceil(w / reduction)
+        return -(-h // reduction), -(-w // reduction)  # ceil division, symbolic-size safe
