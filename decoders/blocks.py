@@ -48,7 +48,8 @@ def stage_sizes(size: tuple[int, int], stages: int) -> list[tuple[int, int]]:
     """Target sizes of `stages` successive x2 steps ending at `size`
     (coarse to fine), using the ceil division encoders apply on the way down."""
     h, w = size
-    return [(-(-h // 2 ** k), -(-w // 2 ** k)) for k in range(stages - 1, -1, -1)]
+    # (h + n - 1) // n, not -(-h // n): ONNX's integer Div truncates toward zero
+    return [((h + 2 ** k - 1) // 2 ** k, (w + 2 ** k - 1) // 2 ** k) for k in range(stages - 1, -1, -1)]
 
 
 @dataclass
@@ -74,4 +75,4 @@ class EncoderOutput:
         if g is not None:
             return tuple(g.shape[-2:])
         h, w = self.image.shape[-2:]
-        return -(-h // reduction), -(-w // reduction)  # ceil division, symbolic-size safe
+        return (h + reduction - 1) // reduction, (w + reduction - 1) // reduction  # ceil, export-safe

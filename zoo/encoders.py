@@ -8,7 +8,6 @@ captures max-pool switches with forward hooks so decoders can unpool
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from pathlib import Path
 
@@ -84,6 +83,7 @@ class Encoder(nn.Module):
                              f"not the {output_stride} asked for")
         self._pools = [m for m in self.body.modules() if type(m) is nn.MaxPool2d]
         self._captured: list[tuple[Tensor, tuple[int, int]]] = []
+        self._switch_reductions: list[int] = []
         self.capture_switches = capture_switches
         self.switch_channels: dict[int, int] = {}
         if capture_switches:
@@ -126,17 +126,19 @@ class Encoder(nn.Module):
         max-pools and how many channels those switches have."""
         was_training = self.training
         self.eval()
-        _, switches = self.forward(torch.zeros(1, in_chans, 64, 64))
+        self._captured = []
+        self.body(torch.zeros(1, in_chans, 64, 64))
         self.train(was_training)
-        return {r: idx.shape[1] for r, idx in switches.items()}
+        # The reduction each pool's input has is fixed: record it by call order, so
+        # forward needs no size arithmetic (which would pin sizes under torch.export).
+        self._switch_reductions = [64 // size[0] for _, size in self._captured]
+        channels = {r: idx.shape[1] for r, (idx, _) in zip(self._switch_reductions, self._captured)}
+        self._captured = []
+        return channels
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], dict[int, Tensor]]:
         self._captured = []
         features = self.body(x)
-        switches = {}
-        h = x.shape[-2]
-        for indices, (ph, _) in self._captured:
-            # nearest power of two: ceil division makes h / ph inexact on odd sizes
-            switches[2 ** max(0, round(math.log2(h / ph)))] = indices
+        switches = {r: indices for r, (indices, _) in zip(self._switch_reductions, self._captured)}
         self._captured = []
         return features, switches
