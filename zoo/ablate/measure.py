@@ -1,0 +1,160 @@
+"""What the report shows of one finished cell, measured from its run folder.
+
+- val mIoU and per-class IoU: from `eval.json` (the final weights, the
+  recipe's evaluation protocol).
+- parameters and GFLOPs: `zoo.profile` at the size of the first val image
+  after the val transform (one image, batch 1).
+- training img/s: the median of the `img_s` rows of `metrics.jsonl`.
+- inference latency: the median of `latency_runs` timed forwards of that
+  image (batch 1, eval mode, after 3 warm-up passes), in milliseconds.
+- checkerboard score (`decoders.artifacts`): the final logits of the first
+  `checkerboard_images` val images, energies pooled over the images, at the
+  stride of the architecture's last upsampling step (the scale of the last
+  upsampler in the head: 2 for U-Net and DeconvNet, 8 for FCN-8s and for
+  PSPNet at output stride 8), or 2 where the head has none.
+- predictions of `num_images` val images spread evenly over the split (the
+  same ones for every cell), with the images and labels as the model saw
+  them, for the qualitative figure.
+
+Results are cached in `<run>/ablation.json` (+ `ablation_predictions.npz`),
+keyed by the checkpoint and the settings, so rebuilding a report is cheap.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.engine import checkpoint as ckpt
+
+CACHE, PREDICTIONS = "ablation.json", "ablation_predictions.npz"
+
+
+def final_upsampling_factor(model) -> int:
+    """The scale of the last upsampler (in module order) of the model's head, or 2."""
+    from decoders.upsample import Upsampler
+    head = getattr(model, "head", model)
+    scales = [m.scale for m in head.modules() if isinstance(m, Upsampler) and m.scale > 1]
+    return scales[-1] if scales else 2
+
+
+def train_img_s(run_dir: Path) -> float | None:
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+    speeds = [r["img_s"] for r in rows if "img_s" in r]
+    return float(statistics.median(speeds)) if speeds else None
+
+
+@torch.no_grad()
+def latency_ms(model, x: torch.Tensor, runs: int = 10, warmup: int = 3) -> float:
+    """Median wall time of one forward pass, in milliseconds."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model(x)
+    sync()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n), first and last included (video
+    datasets list consecutive frames: the first k would show one scene)."""
+    if k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def _settings(cfg) -> dict:
+    return {"version": 2, "num_images": cfg.num_images, "checkerboard_images": cfg.checkerboard_images,
+            "latency_runs": cfg.latency_runs}
+
+
+def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dict:
+    """The report's numbers for one finished run folder (see the module docstring)."""
+    from decoders.artifacts import checkerboard_energy
+    from zoo.engine.runs import load_run
+    from zoo.engine.trainer import make_dataset
+    from zoo.profile import count_flops, count_params
+
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / "eval.json").read_text())
+    cache = run_dir / CACHE
+    key = {"checkpoint": result.get("checkpoint"), "settings": _settings(cfg)}
+    if cache.is_file() and (run_dir / PREDICTIONS).is_file() and not force:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached
+
+    device = torch.device(device)
+    model, meta, recipe = load_run(run_dir, "last", device)
+    model.eval()
+    val = make_dataset(recipe.data, recipe.data.val_split, train=False)
+    first = val[0]["image"][None].to(device)
+    size = tuple(first.shape[-2:])
+    stride = final_upsampling_factor(model)
+
+    band = total = 0.0
+    n_score = min(cfg.checkerboard_images, len(val))
+    n_show = min(cfg.num_images, len(val))
+    mean = np.asarray(recipe.data.mean, np.float32)
+    std = np.asarray(recipe.data.std, np.float32)
+    shown = spread(len(val), n_show)
+    images, truths, preds, names = [], [], [], []
+    with torch.no_grad():
+        for i in sorted(set(range(n_score)) | set(shown)):
+            sample = val[i]
+            logits = model(sample["image"][None].to(device)).float()
+            if i < n_score:
+                b, t = checkerboard_energy(logits, stride)
+                band, total = band + float(b.sum()), total + float(t.sum())
+            if i in shown:
+                image = sample["image"].permute(1, 2, 0).numpy() * std + mean
+                images.append((image.clip(0, 1) * 255 + 0.5).astype(np.uint8))
+                truths.append(sample["mask"].numpy().astype(np.uint8))
+                preds.append(logits.argmax(1)[0].cpu().numpy().astype(np.uint8))
+                names.append(sample["name"])
+    arrays = {f"{k}_{i}": a for k, group in (("image", images), ("truth", truths), ("pred", preds))
+              for i, a in enumerate(group)}
+    np.savez_compressed(run_dir / PREDICTIONS, names=np.array(names), **arrays)
+
+    out = {
+        "key": key,
+        "recipe": recipe.model | {"seed": recipe.train.seed},
+        "classes": list(meta["classes"]),
+        "palette": meta["palette"],
+        "mIoU": result["mIoU"],
+        "per_class_iou": result["per_class_iou"],
+        "pixel_acc": result.get("pixel_acc"),
+        "params": count_params(model),
+        "gflops": count_flops(model, size) / 1e9,
+        "input_size": list(size),
+        "train_img_s": train_img_s(run_dir),
+        "latency_ms": latency_ms(model, first, cfg.latency_runs),
+        "latency_device": str(device),
+        "threads": torch.get_num_threads(),
+        "checkerboard": band / total if total > 0 else 0.0,
+        "checkerboard_stride": stride,
+        "checkerboard_images": n_score,
+    }
+    ckpt.atomic_write_json(cache, out)
+    return out
+
+
+def load_predictions(run_dir: Path) -> dict:
+    """{"names": [...], "image": [(H, W, 3) uint8], "truth": [(H, W)], "pred": [(H, W)]}."""
+    with np.load(Path(run_dir) / PREDICTIONS) as f:
+        names = [str(n) for n in f["names"]]
+        out = {"names": names}
+        for k in ("image", "truth", "pred"):
+            out[k] = [f[f"{k}_{i}"] for i in range(len(names))]
+    return out
