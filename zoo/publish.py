@@ -13,17 +13,15 @@ the card's other sections are left as they are.
 from __future__ import annotations
 
 import json
-import os
 import pprint
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
 from zoo import hub
-from zoo.engine.checkpoint import atomic_write_json, atomic_write_text, load_meta
+from zoo.engine.checkpoint import load_meta
+from zoo.fileio import atomic_copy, atomic_write_json, atomic_write_text
 
 CARD_SECTION = "## Zoo entries"
 _GENERATED = ("<!-- Generated from the registry by `python tools/publish.py --card`: "
@@ -55,7 +53,7 @@ def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "
     }
     out.mkdir(parents=True, exist_ok=True)
     weights = out / hub.WEIGHTS
-    _atomic_copy(ckpt / hub.WEIGHTS, weights)
+    atomic_copy(ckpt / hub.WEIGHTS, weights)
     hub.build_model(config["model"], weights)  # refuse to publish what would not load
     digest = hub.sha256_of(weights)
     atomic_write_text(out / f"{hub.WEIGHTS}.sha256", f"{digest}  {hub.WEIGHTS}\n")
@@ -73,17 +71,6 @@ def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "
 def _read_yaml(path: Path):
     import yaml
     return yaml.safe_load(path.read_text())
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def entry_snippet(entry: hub.Entry) -> str:

@@ -13,9 +13,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
-import os
 import re
-import tempfile
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from zoo.fileio import atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -404,16 +404,4 @@ def save_recipe(r: Recipe, path: str | Path) -> None:
     path = Path(path)
     text = yaml.dump(recipe_to_dict(r), Dumper=_Dumper, sort_keys=False,
                      default_flow_style=None, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)

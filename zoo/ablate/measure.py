@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.engine import checkpoint as ckpt
+from zoo.fileio import atomic_write_json
 
 CACHE, PREDICTIONS = "ablation.json", "ablation_predictions.npz"
 
@@ -146,7 +146,7 @@ def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dic
         "checkerboard_stride": stride,
         "checkerboard_images": n_score,
     }
-    ckpt.atomic_write_json(cache, out)
+    atomic_write_json(cache, out)
     return out
 
 

@@ -152,7 +152,7 @@ def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title:
     are lists too (sizes may differ). Each image gets a row and a zoom row."""
     from matplotlib.patches import Rectangle
 
-    from zoo.engine.visualize import colorize
+    from zoo.data.palettes import colorize
     plt = _plt()
     n, (h, w) = len(truth), truth[0].shape
     ncols = 2 + len(columns)
@@ -163,8 +163,8 @@ def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title:
     for i in range(n):
         zoom = (truth[i].shape[0] // 2, truth[i].shape[1] // 2)
         y, x = crop_window(truth[i], thin_ids, zoom)
-        panels = [("image", images[i]), ("ground truth", colorize(truth[i], palette, ignore_index))]
-        panels += [(label, colorize(pred[i], palette, ignore_index)) for label, pred in columns]
+        panels = [("image", images[i]), ("ground truth", colorize(truth[i], palette, ignore_index, ignore_color=(0, 0, 0)))]
+        panels += [(label, colorize(pred[i], palette, ignore_index, ignore_color=(0, 0, 0))) for label, pred in columns]
         for j, (label, panel) in enumerate(panels):
             top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
             top.imshow(panel, interpolation="nearest")

@@ -29,27 +29,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from zoo.fileio import atomic_write_json
+
 FORMAT = "segzoo-checkpoint/1"
 _TENSOR = "__tensor__"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def flatten_state(obj, prefix: str = "", tensors: dict | None = None):

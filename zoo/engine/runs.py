@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.engine import checkpoint as ckpt
+from zoo.fileio import atomic_write_json
 
 
 def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
@@ -56,7 +56,7 @@ def evaluate_run(run_dir, *, split: str | None = None, pointer: str = "best", de
                       flip=bool(protocol.get("flip")))
     result["split"] = split
     result["checkpoint"] = str(find_checkpoint(run_dir, pointer))
-    ckpt.atomic_write_json(Path(run_dir) / f"eval-{split}-{protocol['mode']}.json", result)
+    atomic_write_json(Path(run_dir) / f"eval-{split}-{protocol['mode']}.json", result)
     return result
 
 
@@ -69,7 +69,8 @@ def predict_files(run_dir, images, out_dir, *, pointer: str = "best", device="au
     from zoo.data.base import read_image
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import predict_logits
-    from zoo.engine.visualize import colorize, save_png
+    from zoo.data.palettes import colorize
+    from zoo.engine.visualize import save_png
     dev = device_for(device)
     model, meta, _ = load_run(run_dir, pointer, dev)
     palette = np.asarray(meta["palette"], np.uint8)

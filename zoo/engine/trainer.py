@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from zoo.fileio import atomic_write_json
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed as D
 from zoo.recipe import Recipe, recipe_to_dict, save_recipe
@@ -385,7 +386,7 @@ class Trainer:
         result = {**self.last_eval, "iteration": self.recipe.train.iters, "best_mIoU": self.best_miou,
                   "checkpoint": str(ckpt.resolve(self.ckpt_dir, "last"))}
         if self.dist.is_main:
-            ckpt.atomic_write_json(self.run_dir / "eval.json", result)
+            atomic_write_json(self.run_dir / "eval.json", result)
             pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
                                       self.last_eval, self.classes, self.device,
                                       self.recipe.log.num_images)

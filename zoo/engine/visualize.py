@@ -6,12 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def colorize(mask: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    out = np.zeros((*mask.shape, 3), np.uint8)
-    valid = mask != ignore_index
-    out[valid] = np.asarray(palette, np.uint8)[mask[valid].clip(0, len(palette) - 1)]
-    return out
+from zoo.data.palettes import colorize
 
 
 def overlay_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette,
