@@ -1,4 +1,5 @@
 """Decoders: everything that turns encoder features back into a dense map."""
-from decoders.upsample import UPSAMPLERS, make_upsampler
+from decoders import content_aware  # noqa: F401  (registers carafe, dysample)
+from decoders.upsample import UPSAMPLERS, Upsampler, make_upsampler, register_upsampler
 
-__all__ = ["UPSAMPLERS", "make_upsampler"]
+__all__ = ["UPSAMPLERS", "Upsampler", "make_upsampler", "register_upsampler"]

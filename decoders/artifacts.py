@@ -108,9 +108,13 @@ def upsampler_checkerboard(name: str, channels: int = 16, scale: int = 2, size: 
                            **options) -> float:
     """Mean checkerboard score of `make_upsampler(name, channels, channels, scale)`
     at initialisation on smooth random fields of `size` x `size`, one fresh
-    upsampler and field per seed. Upsamplers that need switches (unpool) get a
-    smooth guide at the target resolution. The global RNG is left untouched."""
-    from decoders.upsample import make_upsampler
+    upsampler and field per seed. Every upsampler gets a smooth guide at the
+    target resolution; those that need switches (unpool) get the switches of
+    2x2 max-pooling that guide, as an encoder's pools would give. The global RNG
+    is left untouched."""
+    import torch.nn.functional as F
+
+    from decoders.upsample import make_upsampler, upsampler_class
 
     scores = []
     for seed in seeds:
@@ -120,5 +124,11 @@ def upsampler_checkerboard(name: str, channels: int = 16, scale: int = 2, size: 
         gen = torch.Generator().manual_seed(seed)
         x = smooth_field((1, channels, size, size), sigma, gen)
         guide = smooth_field((1, channels, size * scale, size * scale), sigma * scale, gen)
-        scores.append(checkerboard_score(up(x, guide=guide), scale))
+        indices = None
+        if upsampler_class(name).needs_switches:
+            plane, indices = guide, []
+            while plane.shape[-1] > size:
+                plane, idx = F.max_pool2d(plane, 2, 2, return_indices=True)
+                indices.insert(0, idx)
+        scores.append(checkerboard_score(up(x, guide=guide, indices=indices), scale))
     return sum(scores) / len(scores)

@@ -1,63 +1,100 @@
-"""DeconvNet decoder (Noh, Hong, Han, ICCV 2015).
+"""DeconvNet (Noh, Hong, Han, ICCV 2015) and SegNet (Badrinarayanan, Kendall,
+Cipolla, TPAMI 2017) decoders: one head, with and without the fc bottleneck.
 
-The encoder's last feature passes the fully-convolutional fc6/fc7 bottleneck
-(7x7 then 1x1 convolutions, 'same' padded so any input size works, then a 7x7
-deconvolution back to the feature's width). The decoder mirrors the encoder:
-at every level an unpooling step with the encoder's own max-pool switches,
-then 3x3 deconvolutions with BN/ReLU. With another `upsample`, that method
-replaces the unpooling step; the upsampler's 3x3 convolution stands for the
-first deconvolution of each level.
+DeconvNet: the encoder's last feature passes the fully-convolutional fc6/fc7
+bottleneck (7x7 then 1x1 convolutions, 'same' padded so any input size
+works, then a 7x7 deconvolution back to the decoder's first width). SegNet
+has no bottleneck. The decoder then mirrors the encoder: every level is one
+upsampling step, by default max-unpooling with the encoder's own switches,
+then `depth` 3x3 deconvolutions with norm and activation, the last of which
+changes the width to the next level's (the channels of the switches it will
+unpool with), as in the papers.
+
+The upsampler is the only thing that changes with `upsample`: it keeps the
+channel count, and every level has the same `depth` convolutions after it
+whatever the method, so an ablation compares upsamplers, not depths.
+With an ImageNet VGG encoder, fc6/fc7 start from timm's pretrained
+classifier MLP where `fc_channels` fits (their biases are dropped: a norm
+layer follows each).
+
+The papers' stride-1 deconvolutions are computed as convolutions: at stride
+1 a transposed convolution is a convolution with the kernel flipped, the
+same family of functions with the same parameters, and every backend has
+well-tested kernels for it (CPU bf16 channels_last backward of a 7x7
+transposed convolution on a 2x2 map returned non-finite weight gradients
+now and then in torch 2.14).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import Tensor, nn
 
-from decoders.blocks import ConvNormAct, EncoderOutput
-from decoders.upsample import make_upsampler
+from decoders.blocks import ConvNormAct, EncoderOutput, FeatureInfo
+from decoders.upsample import _project, make_step
+
+
+def mirrored_widths(info: FeatureInfo, targets: list[int]) -> tuple[int, ...]:
+    """Width of each decoder level: the channels of the switches it unpools
+    with, else of the encoder's feature at that resolution, else (below the
+    shallowest feature) half the shallowest width, at least 16."""
+    widths = []
+    for r in targets:
+        if r in info.switch_channels:
+            widths.append(info.switch_channels[r])
+        elif r in info.reductions:
+            widths.append(info.channels[info.reductions.index(r)])
+        else:
+            widths.append(max(info.channels[0] // 2, 16))
+    return tuple(widths)
 
 
 class DeconvNetHead(nn.Module):
-    def __init__(self, channels: list[int], reductions: list[int], num_classes: int,
-                 upsample: str = "unpool", fc_channels: int = 4096,
-                 decoder_channels: tuple[int, ...] | None = None,
-                 depths: tuple[int, ...] = (3, 3, 3, 2, 2),
-                 switch_channels: dict[int, int] | None = None):
+    def __init__(self, info: FeatureInfo, num_classes: int, upsample="unpool",
+                 fc_channels: int | None = 4096, decoder_channels: tuple[int, ...] | None = None,
+                 depths: tuple[int, ...] = (3, 3, 3, 2, 2), norm_layer="batchnorm", act_layer="relu"):
         super().__init__()
-        switch_channels = switch_channels or {}
-        c = channels[-1]
-        self.bottleneck = nn.Sequential(
-            ConvNormAct(c, fc_channels, 7),                    # fc6
-            ConvNormAct(fc_channels, fc_channels, 1),          # fc7
-            ConvNormAct(fc_channels, c, 7, transposed=True),   # deconv-fc6
-        )
+        reductions = list(info.reductions)
         # Each distinct shallower resolution is one decoder level, mirroring the encoder.
-        targets = sorted({r for r in reductions if r < reductions[-1]} | {1}, reverse=True)
-        if decoder_channels is None:  # mirror: the encoder's width at each level
-            decoder_channels = tuple(self._width(channels, reductions, r) for r in targets)
-        if len(decoder_channels) < len(targets):
-            raise ValueError(f"decoder_channels has {len(decoder_channels)} entries; this encoder "
-                             f"(reductions {reductions}) needs {len(targets)}")
-        self.targets = targets
+        self.targets = sorted({r for r in reductions if r < reductions[-1]} | {1}, reverse=True)
+        widths = tuple(decoder_channels) if decoder_channels else mirrored_widths(info, self.targets)
+        if len(widths) < len(self.targets):
+            raise ValueError(f"decoder_channels has {len(widths)} entries; encoder {info.name!r} "
+                             f"(reductions {reductions}) needs {len(self.targets)}")
+        conv = dict(norm_layer=norm_layer, act_layer=act_layer)
+        c = info.channels[-1]
+        if fc_channels:
+            self.bottleneck = nn.Sequential(OrderedDict(
+                fc6=ConvNormAct(c, fc_channels, 7, **conv),
+                fc7=ConvNormAct(fc_channels, fc_channels, 1, **conv),
+                deconv_fc6=ConvNormAct(fc_channels, widths[0], 7, **conv)))
+        else:
+            self.bottleneck = _project(c, widths[0])
         self.ups, self.blocks = nn.ModuleList(), nn.ModuleList()
         prev_r = reductions[-1]
-        for k, (r, out_c) in enumerate(zip(targets, decoder_channels)):
+        for k, r in enumerate(self.targets):
+            w = widths[k]
+            nxt = widths[k + 1] if k + 1 < len(self.targets) else w
             depth = depths[min(k, len(depths) - 1)]
-            self.ups.append(make_upsampler(upsample, c, out_c, prev_r // r,
-                                           switch_channels=switch_channels.get(r)))
-            layers = [nn.BatchNorm2d(out_c), nn.ReLU(inplace=True)]
-            layers += [ConvNormAct(out_c, out_c, 3, transposed=True) for _ in range(depth - 1)]
-            self.blocks.append(nn.Sequential(*layers))
-            c, prev_r = out_c, r
-        self.classifier = nn.Conv2d(c, num_classes, 1)
+            if depth < 1:
+                raise ValueError(f"depths must be >= 1, got {tuple(depths)}")
+            self.ups.append(make_step(upsample, w, w, prev_r, r, info, head_convolves=True))
+            self.blocks.append(nn.Sequential(*[
+                ConvNormAct(w, nxt if d == depth - 1 else w, 3, **conv)
+                for d in range(depth)]))
+            prev_r = r
+        self.classifier = nn.Conv2d(widths[len(self.targets) - 1], num_classes, 1)
 
-    @staticmethod
-    def _width(channels, reductions, r):
-        if r in reductions:
-            return channels[reductions.index(r)]
-        return max(channels[0] // 2, 16)  # below the shallowest feature
+    def fc_parameters(self) -> dict:
+        """fc6/fc7 convolution weights by the names of a VGG's pretrained MLP."""
+        if not isinstance(self.bottleneck, nn.Sequential):
+            return {}
+        return {"fc6.weight": self.bottleneck.fc6[0].weight, "fc7.weight": self.bottleneck.fc7[0].weight}
 
     def forward(self, enc: EncoderOutput) -> Tensor:
         x = self.bottleneck(enc.features[-1])
+        prev = enc.reductions[-1]
         for r, up, block in zip(self.targets, self.ups, self.blocks):
-            x = block(up(x, guide=enc.guide(r), indices=enc.switches.get(r), output_size=enc.size(r)))
+            x = block(up(x, **enc.step(prev, r)))
+            prev = r
         return self.classifier(x)

@@ -1,4 +1,4 @@
-"""U-Net decoder (Ronneberger, Fischer, Brox, MICCAI 2015).
+"""U-Net decoder (Ronneberger, Fischer, Brox, MICCAI 2015) on any timm encoder.
 
 From the deepest feature up: upsample to the next shallower level, concatenate
 that level's feature, two conv-norm-act blocks. Below the shallowest feature a
@@ -11,51 +11,50 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from decoders.blocks import ConvNormAct, EncoderOutput
-from decoders.upsample import make_upsampler
+from decoders.blocks import ConvNormAct, EncoderOutput, FeatureInfo
+from decoders.upsample import make_step
 
 
 class UNetStage(nn.Module):
-    def __init__(self, in_channels, skip_channels, out_channels, scale, upsample, switch_channels):
+    def __init__(self, up: nn.Module, skip_channels: int, out_channels: int, norm_layer, act_layer):
         super().__init__()
-        self.up = make_upsampler(upsample, in_channels, out_channels, scale,
-                                 switch_channels=switch_channels)
-        self.convs = nn.Sequential(ConvNormAct(out_channels + skip_channels, out_channels),
-                                   ConvNormAct(out_channels, out_channels))
+        self.up = up
+        conv = dict(norm_layer=norm_layer, act_layer=act_layer)
+        self.convs = nn.Sequential(ConvNormAct(up.out_channels + skip_channels, out_channels, **conv),
+                                   ConvNormAct(out_channels, out_channels, **conv))
 
-    def forward(self, x, skip, guide, indices, size):
-        x = self.up(x, guide=guide, indices=indices, output_size=size)
+    def forward(self, x, skip, step: dict):
+        x = self.up(x, **step)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         return self.convs(x)
 
 
 class UNetHead(nn.Module):
-    def __init__(self, channels: list[int], reductions: list[int], num_classes: int,
-                 upsample: str = "bilinear",
+    def __init__(self, info: FeatureInfo, num_classes: int, upsample="bilinear",
                  decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
-                 switch_channels: dict[int, int] | None = None):
+                 norm_layer="batchnorm", act_layer="relu"):
         super().__init__()
-        switch_channels = switch_channels or {}
+        reductions, channels = list(info.reductions), list(info.channels)
         # (target reduction, skip feature index or None) for each stage, deep to shallow
         self.plan = [(reductions[i], i) for i in range(len(reductions) - 2, -1, -1)]
         if reductions[0] > 1:
             self.plan.append((1, None))
         if len(decoder_channels) < len(self.plan):
-            raise ValueError(f"decoder_channels has {len(decoder_channels)} entries; this encoder "
-                             f"(reductions {reductions}) needs {len(self.plan)}")
+            raise ValueError(f"decoder_channels has {len(decoder_channels)} entries; encoder "
+                             f"{info.name!r} (reductions {reductions}) needs {len(self.plan)}")
         self.stages = nn.ModuleList()
         prev_c, prev_r = channels[-1], reductions[-1]
         for (r, i), out_c in zip(self.plan, decoder_channels):
             skip_c = channels[i] if i is not None else 0
-            self.stages.append(UNetStage(prev_c, skip_c, out_c, prev_r // r, upsample,
-                                         switch_channels.get(r)))
+            up = make_step(upsample, prev_c, out_c, prev_r, r, info, head_convolves=True)
+            self.stages.append(UNetStage(up, skip_c, out_c, norm_layer, act_layer))
             prev_c, prev_r = out_c, r
         self.classifier = nn.Conv2d(prev_c, num_classes, 1)
 
     def forward(self, enc: EncoderOutput) -> Tensor:
-        x = enc.features[-1]
+        x, prev = enc.features[-1], enc.reductions[-1]
         for (r, i), stage in zip(self.plan, self.stages):
-            skip = enc.features[i] if i is not None else None
-            x = stage(x, skip, enc.guide(r), enc.switches.get(r), enc.size(r))
+            x = stage(x, enc.features[i] if i is not None else None, enc.step(prev, r))
+            prev = r
         return self.classifier(x)

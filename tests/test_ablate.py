@@ -63,7 +63,7 @@ def test_ablation_file_errors_name_the_key(tmp_path, spec, expected):
 def test_cells_are_typed_recipes_named_by_the_grid():
     ablation = load_ablation(QUICK, ["train.iters=7", "report.num_images=3"])
     names = [c.name for c in ablation.cells]
-    assert names == [f"unet-test_resnet-{u}-s0" for u in ("transposed", "unpool", "bilinear", "pixelshuffle")]
+    assert names == [f"unet-test_resnet-{u}-s0" for u in ("transposed", "guided_unpool", "bilinear", "pixelshuffle")]
     for cell in ablation.cells:
         r = cell.recipe
         assert (r.model["name"], r.model["encoder"], r.model["upsample"]) == ("unet", "test_resnet", cell.upsample)
@@ -77,7 +77,22 @@ def test_shipped_ablation_files_load(path):
     ablation = load_ablation(path)
     grid = ablation.grid
     assert len(ablation.cells) == np.prod([len(grid[k]) for k in grid])
-    assert {"transposed", "unpool", "bilinear", "pixelshuffle"} <= set(grid["upsamplers"])
+    assert {"transposed", "bilinear", "pixelshuffle"} <= set(grid["upsamplers"])
+    assert {"unpool", "guided_unpool"} & set(grid["upsamplers"])
+
+
+def test_combinations_that_do_not_exist_are_marked_not_trained(tmp_path):
+    """unpool on an encoder without max-pool switches: listed with the reason, never trained."""
+    from zoo.ablate.grid import train_cells
+    path = _write(tmp_path, {"base": BASE, "grid": {"upsamplers": ["unpool", "bilinear"]}})
+    ablation = load_ablation(path)
+    na = {c.upsample: c.not_applicable for c in ablation.cells}
+    assert "needs max-pool switches" in na["unpool"] and "guided_unpool" in na["unpool"]
+    assert na["bilinear"] == ""
+    logged = []
+    only_na = type(ablation)(**{**vars(ablation), "cells": [c for c in ablation.cells if c.not_applicable]})
+    assert train_cells(only_na, tmp_path / "out", log=logged.append) == []
+    assert "not applicable" in logged[0] and not (tmp_path / "out" / "runs").exists()
 
 
 def test_pareto_front_hand_example():
@@ -101,7 +116,7 @@ def test_crop_window_centres_on_thin_classes():
 
 @pytest.mark.parametrize("arch,kwargs,stride", [
     ("unet", {"decoder_channels": [8, 8, 8, 8, 8]}, 2),
-    ("fcn8s", {"head_channels": 8}, 8),
+    ("fcn8s", {"fc_channels": 8}, 8),
     ("pspnet", {"head_channels": 8, "aux_head": False}, 8),
 ])
 def test_checkerboard_stride_is_the_last_upsampling_factor(arch, kwargs, stride):
@@ -165,7 +180,7 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) >= 5 and not re.search(r"src='(?!data:)", page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert page.count("<tr>") == 2 * (1 + 1) + 3 * (1 + 4)  # 2 pivots, configs, per-class, runs
+    assert page.count("<tr>") == 2 * (1 + 1) + 4 * (1 + 4)  # 2 pivots; configs, per-class, steps, runs
 
     # Second invocation: nothing retrains; a cell without eval.json (killed after its
     # last checkpoint) resumes from it instead of starting over.

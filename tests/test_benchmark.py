@@ -15,7 +15,7 @@ TINY_UNET = {"decoder_channels": (16, 8, 8, 8, 8)}
 
 def spec(arch="unet", upsample="nearest", **kw):
     args = {"unet": TINY_UNET, "pspnet": {"head_channels": 16, "aux_channels": 8},
-            "fcn8s": {"head_channels": 16}}[arch]
+            "fcn8s": {"fc_channels": 16}}[arch]
     return BenchSpec(arch, "test_resnet", upsample, size=(64, 64), batch=2, num_classes=3,
                      model_args=args, **kw)
 
@@ -38,7 +38,7 @@ def cli_rows(tmp_path_factory, one_thread):
     main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
     main(["--arch", "unet", "fcn8s", "--encoder", "test_resnet", "--upsample", "nearest",
           "--size", "64", "64", "--batch", "2", "--iters", "2", "--warmup", "1", "--rounds", "2",
-          "--num-classes", "3", "--arg", "decoder_channels=[16,8,8,8,8]", "--arg", "head_channels=16",
+          "--num-classes", "3", "--arg", "decoder_channels=[16,8,8,8,8]", "--arg", "fc_channels=16",
           "--threads", "1", "--against", "smp", "--json", str(path)])
     return json.loads(path.read_text())
 
@@ -97,11 +97,11 @@ def test_smp_encoder_names():
 
 def test_grid_gives_each_arch_its_args_and_refuses_unused():
     specs = bench.grid(["unet", "fcn8s"], ["test_resnet"], ["nearest", "bilinear"],
-                       {"head_channels": 16, "decoder_channels": [8] * 5}, size=(64, 64))
+                       {"fc_channels": 16, "decoder_channels": [8] * 5}, size=(64, 64))
     assert [(s.arch, s.upsample) for s in specs] == [("unet", "nearest"), ("unet", "bilinear"),
                                                       ("fcn8s", "nearest"), ("fcn8s", "bilinear")]
     assert specs[0].model_args == {"decoder_channels": [8] * 5}
-    assert specs[2].model_args == {"head_channels": 16}
+    assert specs[2].model_args == {"fc_channels": 16}
     with pytest.raises(ValueError, match="takes fc_channels"):
         bench.grid(["unet"], ["test_resnet"], ["nearest"], {"fc_channels": 8})
 

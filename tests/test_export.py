@@ -15,7 +15,7 @@ SIZES = [(64, 64), (96, 128)]  # export size, second size (both must match eager
 ODD = (97, 131)  # probed: reported as any_size / limit
 CONFIGS = {  # small head widths keep the traces short
     "unet-bilinear": ("unet", "bilinear", {"decoder_channels": (16, 8, 8, 8, 8)}),
-    "fcn8s-transposed": ("fcn8s", "transposed", {"head_channels": 16}),
+    "fcn8s-transposed": ("fcn8s", "transposed", {"fc_channels": 16}),
     # One global-pooling bin: adaptive pooling to 2, 3 or 6 bins has no ONNX
     # form for a dynamic input size (the export table in BENCHMARKS.md says so).
     "pspnet-pixelshuffle": ("pspnet", "pixelshuffle",
@@ -116,7 +116,7 @@ def test_cli_onnx_parity_fcn8s_transposed(tmp_path, capsys):
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "export.py"),
                           run_name="export_cli")["main"]
     torch.manual_seed(0)
-    code = main(["--model", "fcn8s", "--arg", "encoder=test_resnet", "--arg", "head_channels=16",
+    code = main(["--model", "fcn8s", "--arg", "encoder=test_resnet", "--arg", "fc_channels=16",
                  "--arg", "num_classes=3", "--arg", "upsample=transposed", "--formats", "onnx",
                  "--size", "64", "64", "--check-size", "96", "128", "--out", str(tmp_path)])
     out = capsys.readouterr().out

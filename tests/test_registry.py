@@ -58,4 +58,4 @@ def test_duplicates_refused():
 def test_fcn_needs_skip_levels():
     # dilated to /8, convnext's deepest is /8; FCN-8s then needs /4 and /2, and it starts at /4
     with pytest.raises(ValueError, match="needs a feature at reduction 2.*reductions \\[4, 8, 8, 8\\]"):
-        zoo.create("fcn8s", encoder="test_convnext", output_stride=8, head_channels=8)
+        zoo.create("fcn8s", encoder="test_convnext", output_stride=8, fc_channels=8)

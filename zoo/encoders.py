@@ -1,23 +1,43 @@
 """One wrapper over `timm.create_model(name, features_only=True)`.
 
-It exposes what decoders need as plain numbers (`channels`, `reductions`,
-`switch_channels`), dilates through timm's `output_stride`, and, when asked,
-captures max-pool switches with forward hooks so decoders can unpool
-(DeconvNet, SegNet) at every level where the encoder really max-pools.
+It exposes what decoders need as plain numbers (`info`: channels,
+reductions, where the encoder max-pools), dilates through timm's
+`output_stride`, and on request captures, for each max-pool, its switches
+(indices into the pool's input plane: unpooling in DeconvNet and SegNet) and
+its output (FCN's pool3 / pool4 skips). Every max-pool module type timm uses
+is covered (`nn.MaxPool2d` and its subclasses such as timm's `MaxPool2dSame`,
+whose 'same' padding is undone in the indices). Captures live in a per-call
+context variable, never on the module, so one encoder serves concurrent
+calls (threads, `nn.DataParallel` replicas) safely.
+
+With ImageNet weights and a VGG, timm's classifier MLP (`pre_logits`: fc6
+7x7 and fc7 1x1 convolutions) is kept in `pretrained_fc` for heads that
+have fc6/fc7 (FCN, DeconvNet) to load, as the papers start from them.
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from decoders.blocks import EncoderOutput, FeatureInfo
 
 # Families whose timm implementations dilate for output_stride 8/16.
 DILATABLE_FAMILIES = ("resnet", "resnext", "resnest", "seresnet", "regnet", "efficientnet",
                       "mobilenetv2", "mobilenetv3", "mixnet", "convnext", "test_resnet",
                       "test_efficientnet", "test_convnext")
+NO_NETWORK_HINT = ("pass model.encoder_weights=null in a recipe (encoder_weights=None in Python) "
+                   "or a local .safetensors file")
+
+# What the current forward call asks the pool hooks to keep: {"switches": {}, "pooled": {}}.
+_CAPTURE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("zoo_pool_capture", default=None)
 
 
 def _timm():
@@ -35,15 +55,51 @@ def check_encoder(name: str) -> None:
     raise ValueError(f"unknown encoder {name!r}{hint}")
 
 
+# ----------------------------------------------------------------------------- weights
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the Hugging Face endpoint timm downloads from accepts a TCP connection."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True, ""
+    except OSError as e:
+        return False, f"{host}:{port}: {e.strerror or e}"
+
+
+def _cached_in_hub(name: str) -> bool:
+    """Whether timm's default weights for `name` are already in the Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cfg = _timm().models.get_pretrained_cfg(name)
+        repo = getattr(cfg, "hf_hub_id", None)
+        if not repo:
+            return False
+        return any(isinstance(try_to_load_from_cache(repo, f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    except Exception:  # an unknown cfg or an old huggingface_hub: let timm decide
+        return False
+
+
 def _pretrained_kwargs(name: str, weights: str | None) -> dict:
     """timm's own pretrained mechanism: 'imagenet' downloads the default tag,
-    a path loads a local file (safetensors only) through the same code."""
+    a path loads a local file (safetensors only) through the same code. Without
+    network a download fails in a few seconds with the override to use, not
+    after timm's minute of retries."""
+    from zoo.download import offline
     if weights is None:
         return {"pretrained": False}
     if weights == "imagenet":
-        if os.environ.get("ZOO_OFFLINE") == "1":
-            raise RuntimeError(f"encoder_weights='imagenet' for {name!r} needs a download and "
-                               "ZOO_OFFLINE=1 is set; use a local weights file or encoder_weights=None")
+        if _cached_in_hub(name):
+            return {"pretrained": True}
+        if offline():
+            raise RuntimeError(f"encoder_weights='imagenet' for {name!r} needs a download and offline "
+                               f"mode is set (ZOO_OFFLINE / HF_HUB_OFFLINE); {NO_NETWORK_HINT}")
+        ok, why = _hub_reachable()
+        if not ok:
+            raise RuntimeError(f"encoder_weights='imagenet' for {name!r} downloads timm's weights, but "
+                               f"the hub cannot be reached ({why}); {NO_NETWORK_HINT}")
         return {"pretrained": True}
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -56,16 +112,43 @@ def _pretrained_kwargs(name: str, weights: str | None) -> dict:
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
-class Encoder(nn.Module):
-    """Features of a timm backbone, shallow to deep.
+# ----------------------------------------------------------------------------- max-pools
 
-    `forward(x)` returns `(features, switches)`: `switches` maps the reduction
-    a max-pool's input had (the resolution its indices address) to the
-    indices, and is empty unless `capture_switches=True`.
-    """
+def _is_same_pool(module: nn.Module) -> bool:
+    from timm.layers.pool2d_same import MaxPool2dSame
+    return isinstance(module, MaxPool2dSame)
+
+
+def pool_indices(module: nn.MaxPool2d, x: Tensor) -> Tensor:
+    """The switches `module` chose for input `x`: flat indices into x's (H, W) plane."""
+    if _is_same_pool(module):
+        from timm.layers.padding import pad_same
+        padded = pad_same(x, module.kernel_size, module.stride, module.dilation, value=-float("inf"))
+        _, idx = F.max_pool2d(padded, module.kernel_size, module.stride, 0, module.dilation,
+                              module.ceil_mode, return_indices=True)
+        pw = padded.shape[-1]
+        top = (padded.shape[-2] - x.shape[-2]) // 2
+        left = (pw - x.shape[-1]) // 2
+        # 'same' padding is -inf, so no maximum lies in it: shift back into x's plane.
+        return (idx // pw - top) * x.shape[-1] + (idx % pw - left)
+    _, idx = F.max_pool2d(x, module.kernel_size, module.stride, module.padding, module.dilation,
+                          module.ceil_mode, return_indices=True)
+    return idx
+
+
+def _pool_modules(body: nn.Module) -> dict[str, nn.MaxPool2d]:
+    """Max-pools whose forward we can reproduce (plain MaxPool2d and timm's 'same' one)."""
+    return {name: m for name, m in body.named_modules()
+            if isinstance(m, nn.MaxPool2d)
+            and (type(m).forward is nn.MaxPool2d.forward or _is_same_pool(m))}
+
+
+class Encoder(nn.Module):
+    """Features of a timm backbone, shallow to deep; `forward(x)` returns an `EncoderOutput`."""
 
     def __init__(self, name: str, *, in_chans: int = 3, output_stride: int = 32,
-                 weights: str | None = None, capture_switches: bool = False):
+                 weights: str | None = None, capture_switches: bool = False,
+                 capture_pools: bool = False):
         super().__init__()
         check_encoder(name)
         if output_stride not in (8, 16, 32):
@@ -74,6 +157,7 @@ class Encoder(nn.Module):
         if output_stride != 32:
             kwargs["output_stride"] = output_stride
         self.name = name
+        self.in_chans = in_chans
         self.body = self._create(name, weights, output_stride, kwargs)
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.reductions: list[int] = list(self.body.feature_info.reduction())
@@ -81,16 +165,15 @@ class Encoder(nn.Module):
         if output_stride != 32 and self.output_stride != output_stride:
             raise ValueError(f"encoder {name!r} gave output stride {self.output_stride}, "
                              f"not the {output_stride} asked for")
-        self._pools = [m for m in self.body.modules() if type(m) is nn.MaxPool2d]
-        self._captured: list[tuple[Tensor, tuple[int, int]]] = []
-        self._switch_reductions: list[int] = []
-        self.capture_switches = capture_switches
-        self.switch_channels: dict[int, int] = {}
-        if capture_switches:
-            for pool in self._pools:
-                pool.return_indices = True
-                pool.register_forward_hook(self._keep_switches)
-            self.switch_channels = self._probe_switches(in_chans)
+        self.capture_switches, self.capture_pools = capture_switches, capture_pools
+        self._pool_reductions: dict[str, tuple[int, int]] = {}  # name -> (input, output reduction)
+        self._pool_channels: dict[str, int] = {}
+        pools = _pool_modules(self.body)
+        for pool_name, pool in pools.items():
+            pool.register_forward_hook(self._hook(pool_name))
+        if pools:
+            self._probe_pools(in_chans)
+        self.pretrained_fc = self._load_pretrained_fc(name, weights, in_chans)
 
     @staticmethod
     def _create(name, weights, output_stride, kwargs):
@@ -99,46 +182,96 @@ class Encoder(nn.Module):
             return timm.create_model(name, **kwargs)
         except (AssertionError, TypeError, NotImplementedError) as e:
             if output_stride != 32:
+                detail = str(e).strip() or f"timm's {name} has no dilated form"
                 raise ValueError(
-                    f"encoder {name!r} cannot dilate to output_stride={output_stride} ({e or type(e).__name__}); "
+                    f"encoder {name!r} cannot dilate to output_stride={output_stride} ({detail}); "
                     f"use output_stride=32 or a family that can: {', '.join(DILATABLE_FAMILIES[:9])}"
                 ) from e
             raise ValueError(f"encoder {name!r} does not support features_only: {e}") from e
         except RuntimeError as e:
             if weights is not None and "feature" not in str(e).lower():
-                raise RuntimeError(f"could not load encoder_weights={weights!r} for {name!r}: {e}. "
-                                   "With no network, pass a local .safetensors file or "
-                                   "encoder_weights=None") from e
+                raise RuntimeError(f"could not load encoder_weights={weights!r} for {name!r}: {e}; "
+                                   f"{NO_NETWORK_HINT}") from e
             raise ValueError(f"encoder {name!r} does not support features_only: {e}") from e
         except OSError as e:  # hub download failures surface as OSError subclasses
-            raise RuntimeError(f"could not download encoder_weights={weights!r} for {name!r}: {e}. "
-                               "With no network, pass a local .safetensors file or "
-                               "encoder_weights=None") from e
+            raise RuntimeError(f"could not download encoder_weights={weights!r} for {name!r}: {e}; "
+                               f"{NO_NETWORK_HINT}") from e
 
-    def _keep_switches(self, module, inputs, output):
-        values, indices = output
-        self._captured.append((indices, tuple(inputs[0].shape[-2:])))
-        return values
+    def _hook(self, pool_name: str):
+        def keep(module, inputs, output):
+            store = _CAPTURE.get()
+            if store is None:
+                return
+            if "probe" in store:
+                store["probe"][pool_name] = (inputs[0].shape, output.shape)
+                return
+            r_in, r_out = self._pool_reductions.get(pool_name, (None, None))
+            if r_in is None:  # a stride-1 pool: no resolution to unpool into
+                return
+            if "switches" in store:
+                with torch.no_grad():
+                    store["switches"][r_in] = pool_indices(module, inputs[0])
+            if "pooled" in store:
+                store["pooled"][r_out] = output
+        return keep
 
     @torch.no_grad()
-    def _probe_switches(self, in_chans: int) -> dict[int, int]:
-        """Run a 64x64 input once to learn at which reductions the encoder
-        max-pools and how many channels those switches have."""
+    def _probe_pools(self, in_chans: int, size: int = 64) -> None:
+        """Run one input to learn at which reductions each stride-2 max-pool
+        reads and writes (fixed for an encoder: forward needs no size arithmetic,
+        which would pin sizes under torch.export)."""
         was_training = self.training
         self.eval()
-        self._captured = []
-        self.body(torch.zeros(1, in_chans, 64, 64))
-        self.train(was_training)
-        # The reduction each pool's input has is fixed: record it by call order, so
-        # forward needs no size arithmetic (which would pin sizes under torch.export).
-        self._switch_reductions = [64 // size[0] for _, size in self._captured]
-        channels = {r: idx.shape[1] for r, (idx, _) in zip(self._switch_reductions, self._captured)}
-        self._captured = []
-        return channels
+        token = _CAPTURE.set({"probe": {}})
+        try:
+            self.body(torch.zeros(1, in_chans, size, size))
+            probe = _CAPTURE.get()["probe"]
+        finally:
+            _CAPTURE.reset(token)
+            self.train(was_training)
+        for pool_name, (in_shape, out_shape) in probe.items():  # call order: a later pool wins
+            r_in, r_out = size // in_shape[-1], size // out_shape[-1]
+            if r_out == 2 * r_in:
+                self._pool_reductions[pool_name] = (r_in, r_out)
+                self._pool_channels[pool_name] = in_shape[1]
 
-    def forward(self, x: Tensor) -> tuple[list[Tensor], dict[int, Tensor]]:
-        self._captured = []
-        features = self.body(x)
-        switches = {r: indices for r, (indices, _) in zip(self._switch_reductions, self._captured)}
-        self._captured = []
-        return features, switches
+    @staticmethod
+    def _load_pretrained_fc(name, weights, in_chans) -> dict[str, Tensor] | None:
+        """fc6/fc7 of a VGG's classifier MLP from the same weights, or None."""
+        if weights is None or not name.startswith("vgg"):
+            return None
+        full = _timm().create_model(name, in_chans=in_chans, **_pretrained_kwargs(name, weights))
+        mlp = getattr(full, "pre_logits", None)
+        if mlp is None or not hasattr(mlp, "fc1"):
+            return None
+        return {"fc6.weight": mlp.fc1.weight.detach().clone(), "fc6.bias": mlp.fc1.bias.detach().clone(),
+                "fc7.weight": mlp.fc2.weight.detach().clone(), "fc7.bias": mlp.fc2.bias.detach().clone()}
+
+    @property
+    def info(self) -> FeatureInfo:
+        switch_channels, switch_sources, pool_channels, pool_sources = {}, {}, {}, {}
+        for pool_name, (r_in, r_out) in self._pool_reductions.items():
+            switch_channels[r_in] = pool_channels[r_out] = self._pool_channels[pool_name]
+            switch_sources[r_in] = pool_sources[r_out] = pool_name
+        return FeatureInfo(tuple(self.channels), tuple(self.reductions), self.in_chans,
+                           switch_channels, switch_sources, pool_channels, pool_sources, self.name)
+
+    @property
+    def switch_channels(self) -> dict[int, int]:
+        return self.info.switch_channels
+
+    def forward(self, x: Tensor) -> EncoderOutput:
+        if not (self.capture_switches or self.capture_pools):
+            return EncoderOutput(self.body(x), self.reductions, x)
+        store = {}
+        if self.capture_switches:
+            store["switches"] = {}
+        if self.capture_pools:
+            store["pooled"] = {}
+        token = _CAPTURE.set(store)
+        try:
+            features = self.body(x)
+        finally:
+            _CAPTURE.reset(token)
+        return EncoderOutput(features, self.reductions, x, store.get("switches", {}),
+                             store.get("pooled", {}))

@@ -43,7 +43,8 @@ from torch import Tensor, nn
 FORMATS = ("onnx", "torch_export")
 # Small head widths: the grid checks exportability, not capacity.
 TINY_ARGS = {
-    "fcn32s": {"head_channels": 16}, "fcn16s": {"head_channels": 16}, "fcn8s": {"head_channels": 16},
+    "fcn32s": {"fc_channels": 16}, "fcn16s": {"fc_channels": 16}, "fcn8s": {"fc_channels": 16},
+    "segnet": {},
     "unet": {"decoder_channels": (32, 24, 16, 8, 8)},
     "deconvnet": {"fc_channels": 32},
     "pspnet": {"head_channels": 16, "aux_channels": 8},

@@ -11,7 +11,7 @@ An ablation file is YAML with these keys (only `base` is required):
       encoders: [resnet18]
       seeds: [0, 1]
     arch_overrides:                # dotted keys per architecture (model widths, ...)
-      fcn8s: {model.head_channels: 128}
+      fcn8s: {model.fc_channels: 128}
     report: {num_images: 4, thin_classes: [pole, signsymbol], checkerboard_images: 8,
              latency_runs: 10}
 
@@ -72,6 +72,7 @@ class Cell:
     upsample: str
     seed: int
     recipe: Recipe = field(compare=False, repr=False)
+    not_applicable: str = ""  # why this combination cannot be built (e.g. unpool without switches)
 
     @property
     def config(self) -> str:
@@ -226,7 +227,33 @@ def load_ablation(path: str | Path, overrides=()) -> Ablation:
                     cells.append(_make_cell(source, name, base, arch_overrides.get(arch) or {}, cli,
                                             arch, encoder, upsample, seed))
     report = _report_config(source, report_raw)
-    return Ablation(name, source, base_path, cells, report, grid)
+    return Ablation(name, source, base_path, _mark_not_applicable(cells), report, grid)
+
+
+def _mark_not_applicable(cells: list[Cell]) -> list[Cell]:
+    """Build each distinct model once (no weights) and mark the cells whose
+    combination does not exist, such as unpooling on an encoder without
+    max-pool switches: the report lists them with the reason, nobody trains them."""
+    import dataclasses
+    import json
+
+    from zoo.registry import create
+    reasons: dict[str, str] = {}
+    out = []
+    for cell in cells:
+        args = {**cell.recipe.model, "encoder_weights": None}
+        args["num_classes"] = args.get("num_classes") or 2
+        key = json.dumps(args, sort_keys=True, default=str)
+        if key not in reasons:
+            try:
+                create(**args)
+                reasons[key] = ""
+            except ValueError as e:
+                if "switches" not in str(e):
+                    raise AblationError(f"cell {cell.name}: {e}") from None
+                reasons[key] = str(e)
+        out.append(dataclasses.replace(cell, not_applicable=reasons[key]))
+    return out
 
 
 def _check_names(source, grid: dict) -> None:
@@ -282,7 +309,9 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, l
     """
     todo = []
     for cell in ablation.cells:
-        if is_finished(run_dir(out, cell)):
+        if cell.not_applicable:
+            log(f"[ablate] skip {cell.name}: not applicable ({cell.not_applicable})")
+        elif is_finished(run_dir(out, cell)):
             log(f"[ablate] skip {cell.name}: finished ({run_dir(out, cell) / 'eval.json'})")
         else:
             todo.append(cell)

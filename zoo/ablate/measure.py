@@ -145,6 +145,7 @@ def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dic
         "checkerboard": band / total if total > 0 else 0.0,
         "checkerboard_stride": stride,
         "checkerboard_images": n_score,
+        "upsampling": model.upsampling() if hasattr(model, "upsampling") else [],
     }
     atomic_write_json(cache, out)
     return out

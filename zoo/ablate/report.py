@@ -137,6 +137,16 @@ def pivot_table(groups: list[Group], value) -> tuple[list[str], list[list[str]]]
             [[f, *(cells.get((f, u), "") for u in ups)] for f in families])
 
 
+def steps_table(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for g in groups:
+        steps = g.runs[0].m.get("upsampling") or []
+        text = "; ".join(f"/{s['from']}→/{s['to']} {s['method']}" + (f" ({s['reads']})" if s["reads"] else "")
+                         for s in steps)
+        rows.append([g.name, text or "—"])
+    return ["configuration", "upsampling steps"], rows
+
+
 def per_class_table(groups: list[Group], classes) -> tuple[list[str], list[list[str]]]:
     header = ["configuration", *classes]
     rows = [[g.name, *(_num(g.per_class[c], "{:.3f}") for c in classes)] for g in groups]
@@ -203,7 +213,8 @@ MEASUREMENTS = (
 )
 
 
-def _document(ablation, out, results, groups, figures, missing, command, device) -> list[tuple]:
+def _document(ablation, out, results, groups, figures, missing, command, device,
+              not_applicable=None) -> list[tuple]:
     classes = results[0].m["classes"]
     front = pareto_front([(g.latency_ms, g.miou) for g in groups])
     blocks = [("h1", f"Decoder ablation: {ablation.name}"),
@@ -213,6 +224,9 @@ def _document(ablation, out, results, groups, figures, missing, command, device)
               ("h2", "Protocol"), ("ul", _protocol(ablation, results))]
     if missing:
         blocks.append(("p", f"Not finished (left out): {', '.join(missing)}."))
+    if not_applicable:
+        blocks += [("p", "Not applicable (these combinations do not exist, so nothing was trained):"),
+                   ("ul", [f"`{name}`: {why}" for name, why in not_applicable.items()])]
     blocks += [("h2", "Results (mean ± std over seeds)"),
                ("p", "val mIoU, architecture x upsampler:"),
                ("table", *pivot_table(groups, lambda g: _pm(g.miou, g.miou_std))),
@@ -232,6 +246,9 @@ def _document(ablation, out, results, groups, figures, missing, command, device)
                      "(lowest seed); under each image, a 2x zoom on the half-size window with the most ground-truth pixels of "
                      f"{', '.join(figures['thin']) or 'the thin classes (none set: centre crop)'}.")]
     blocks += [("img", path, f"predictions: {label}") for label, path in figures["qualitative"]]
+    blocks += [("h2", "Decoder steps"),
+               ("p", "What each configuration's upsampling steps read (`model.upsampling()`):"),
+               ("table", *steps_table(groups))]
     blocks += [("h2", "Measurements"), ("ul", list(MEASUREMENTS)),
                ("h2", "All runs"), ("table", *runs_table(results, out))]
     return blocks
@@ -337,8 +354,11 @@ def write_report(ablation: Ablation, out, *, device="cpu", command: str | None =
     """Measure the finished cells and write README.md, report.html and the PNGs into `out`."""
     out = Path(out)
     results, missing = [], []
+    not_applicable = {c.config: c.not_applicable for c in ablation.cells if c.not_applicable}
     for cell in ablation.cells:
         path = run_dir(out, cell)
+        if cell.not_applicable:
+            continue
         if not is_finished(path):
             missing.append(cell.name)
             continue
@@ -355,7 +375,8 @@ def write_report(ablation: Ablation, out, *, device="cpu", command: str | None =
     groups = group_runs(results)
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(ablation, out, results, groups)
-    blocks = _document(ablation, out, results, groups, figures, missing, command, device)
+    blocks = _document(ablation, out, results, groups, figures, missing, command, device,
+                       not_applicable)
     (out / MARKDOWN).write_text(to_markdown(blocks, out), encoding="utf-8")
     (out / HTML).write_text(to_html(blocks, f"Decoder ablation: {ablation.name}"), encoding="utf-8")
     log(f"[ablate] report: {out / MARKDOWN}, {out / HTML}")

@@ -2,12 +2,15 @@
 
 The head returns logits at the input's size through its own upsamplers, so
 no final resize hides an off-by-one; `forward` checks the size instead.
+`model.upsampling()` says, per decoder step, which method runs and what it
+reads (which encoder max-pool's switches, which guide).
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from decoders.blocks import EncoderOutput
+from decoders.upsample import Upsampler, upsampler_class
 from zoo.encoders import Encoder
 
 
@@ -22,8 +25,8 @@ class SegmentationModel(nn.Module):
         self.config: dict = {}
 
     def forward(self, x: Tensor, aux: bool = False):
-        features, switches = self.encoder(x)
-        logits = self.head(EncoderOutput(features, self.encoder.reductions, x, switches))
+        enc = self.encoder(x)
+        logits = self.head(enc)
         if logits.shape[-2:] != x.shape[-2:]:
             raise RuntimeError(f"head returned {tuple(logits.shape[-2:])} for input "
                                f"{tuple(x.shape[-2:])}")
@@ -31,14 +34,46 @@ class SegmentationModel(nn.Module):
             return logits
         aux_logits = None
         if self.aux_head is not None:
-            aux_logits = self.aux_head(features[self.aux_index], x.shape[-2:])
+            aux_logits = self.aux_head(enc.features[self.aux_index], x.shape[-2:])
         return logits, aux_logits
 
+    def upsampling(self) -> list[dict]:
+        """One row per decoder upsampling step: module, method, reductions, what it reads."""
+        info = self.encoder.info
+        rows = []
+        for name, m in self.head.named_modules():
+            if isinstance(m, Upsampler) and m.reductions and m.scale > 1:
+                rows.append({"module": f"head.{name}", "method": m.method,
+                             "from": m.reductions[0], "to": m.reductions[1],
+                             "reads": m.describe(info)})
+        return rows
 
-def build_encoder(encoder: str, *, upsample: str, output_stride: int, encoder_weights,
-                  in_chans: int) -> Encoder:
-    """The encoder wrapper, capturing max-pool switches only when unpooling."""
-    from decoders.upsample import check_upsampler
-    check_upsampler(upsample)
+
+def build_encoder(encoder: str, *, upsample, output_stride: int, encoder_weights,
+                  in_chans: int, capture_pools: bool = False) -> Encoder:
+    """The encoder wrapper, capturing max-pool switches only when the upsampler
+    declares that it needs them."""
+    needs_switches = upsampler_class(upsample).needs_switches
     return Encoder(encoder, in_chans=in_chans, output_stride=output_stride,
-                   weights=encoder_weights, capture_switches=upsample == "unpool")
+                   weights=encoder_weights, capture_switches=needs_switches,
+                   capture_pools=capture_pools)
+
+
+def load_pretrained_fc(targets: dict, encoder: Encoder, where: str) -> bool:
+    """Copy a VGG's ImageNet fc6/fc7 (`encoder.pretrained_fc`, keys fc6.weight,
+    fc6.bias, fc7.weight, fc7.bias) into a head's parameters (`targets`: the same
+    keys to tensors, biases optional) where every weight's shape fits, as the
+    papers start from them. Returns whether it did; warns when they do not fit."""
+    state = encoder.pretrained_fc
+    if not state:
+        return False
+    if any(targets[k].shape != state[k].shape for k in ("fc6.weight", "fc7.weight")):
+        import warnings
+        warnings.warn(f"{where}: the encoder's ImageNet fc6/fc7 {tuple(state['fc6.weight'].shape)} "
+                      "do not fit this head's (fc_channels differs): they start from random weights",
+                      stacklevel=3)
+        return False
+    with torch.no_grad():
+        for key, tensor in targets.items():
+            tensor.copy_(state[key])
+    return True

@@ -2,43 +2,45 @@
 from __future__ import annotations
 
 from decoders.fcn import FCNHead
-from zoo.models.base import SegmentationModel, build_encoder
+from zoo.models.base import SegmentationModel, build_encoder, load_pretrained_fc
 from zoo.registry import register_model, register_preset
 
 
-def _create_fcn(skips: int, encoder: str, num_classes: int, upsample: str, output_stride: int,
-                encoder_weights, in_chans: int, head_channels: int, dropout: float):
+def _create_fcn(name: str, skips: int, encoder: str, num_classes: int, upsample, output_stride: int,
+                encoder_weights, in_chans: int, fc_channels: int, dropout: float, act_layer):
     enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
-                        encoder_weights=encoder_weights, in_chans=in_chans)
-    head = FCNHead(enc.channels, enc.reductions, num_classes, upsample, skips=skips,
-                   head_channels=head_channels, dropout=dropout,
-                   switch_channels=enc.switch_channels)
+                        encoder_weights=encoder_weights, in_chans=in_chans, capture_pools=skips > 0)
+    head = FCNHead(enc.info, num_classes, upsample, skips=skips, fc_channels=fc_channels,
+                   dropout=dropout, act_layer=act_layer)
+    fc = head.fc
+    load_pretrained_fc({"fc6.weight": fc.fc6.weight, "fc6.bias": fc.fc6.bias,
+                        "fc7.weight": fc.fc7.weight, "fc7.bias": fc.fc7.bias}, enc, name)
     return SegmentationModel(enc, head)
 
 
 @register_model
-def fcn32s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str = "transposed",
+def fcn32s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-           head_channels: int = 512, dropout: float = 0.1):
-    return _create_fcn(0, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, head_channels, dropout)
+           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+    return _create_fcn("fcn32s", 0, encoder, num_classes, upsample, output_stride, encoder_weights,
+                       in_chans, fc_channels, dropout, act_layer)
 
 
 @register_model
-def fcn16s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str = "transposed",
+def fcn16s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-           head_channels: int = 512, dropout: float = 0.1):
-    return _create_fcn(1, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, head_channels, dropout)
+           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+    return _create_fcn("fcn16s", 1, encoder, num_classes, upsample, output_stride, encoder_weights,
+                       in_chans, fc_channels, dropout, act_layer)
 
 
 @register_model
-def fcn8s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str = "transposed",
+def fcn8s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
           output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-          head_channels: int = 512, dropout: float = 0.1):
-    return _create_fcn(2, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, head_channels, dropout)
+          fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+    return _create_fcn("fcn8s", 2, encoder, num_classes, upsample, output_stride, encoder_weights,
+                       in_chans, fc_channels, dropout, act_layer)
 
 
 register_preset("fcn8s_vgg16", fcn8s, encoder="vgg16_bn")
-register_preset("fcn8s_resnet50", fcn8s, encoder="resnet50")
+register_preset("fcn8s_resnet50", fcn8s, encoder="resnet50", fc_channels=2048)
