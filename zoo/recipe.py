@@ -10,7 +10,6 @@ Every problem becomes a one-line ``RecipeError`` naming the recipe file, the
 key path and, for unknown keys, the close matches.
 """
 import copy
-import difflib
 import importlib
 import inspect
 import re
