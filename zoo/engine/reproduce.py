@@ -10,10 +10,9 @@ Seeding, deterministic mode, the RNG states a checkpoint carries, and the
   autotuning). Then a run repeated or resumed with the same torch build,
   device type, thread count and number of processes ends with bit-identical
   weights, unless an operation the model uses has no deterministic kernel on
-  that device. None of the zoo's architectures and upsamplers uses such an
-  operation on CPU; on CUDA the backward passes of bilinear upsampling and
-  adaptive average pooling, max-unpooling and (depending on the torch version)
-  scatter / index adds are such operations. torch only warns about them (with
+  that device. Max-unpooling is such an operation on CPU and CUDA; on CUDA
+  so are the backward passes of bilinear upsampling and adaptive average
+  pooling and (depending on the torch version) scatter / index adds. torch only warns about them (with
   `warn_only=False` those models could not train at all); the trainer records
   which ones ran in the first iteration, and the record then promises the
   same data stream only.
