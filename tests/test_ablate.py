@@ -61,7 +61,7 @@ def test_ablation_file_errors_name_the_key(tmp_path, spec, expected):
 
 
 def test_cells_are_typed_recipes_named_by_the_grid():
-    ablation = load_ablation(QUICK, ["train.iters=7", "report.num_images=3"])
+    ablation = load_ablation(QUICK, ["train.iters=7", "train.warmup_iters=2", "report.num_images=3"])
     names = [c.name for c in ablation.cells]
     assert names == [f"unet-test_resnet-{u}-s0" for u in ("transposed", "guided_unpool", "bilinear", "pixelshuffle")]
     for cell in ablation.cells:

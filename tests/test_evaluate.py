@@ -114,3 +114,12 @@ def test_evaluate_resizes_scores_to_label_size():
     assert out["mIoU"] == 1.0
     assert out["num_pixels"] == K * (12 * 16 - 1)
     assert out["protocol"]["crop_size"] == [4, 4] and out["protocol"]["stride"] == [3, 3]
+
+
+def test_evaluate_skips_the_ignore_index_it_is_given():
+    torch.manual_seed(0)
+    labels = torch.randint(0, K, (2, 8, 8))
+    batch = _batch(labels)                                   # (0, 0) of each image is 255
+    out = evaluate(Oracle(), [batch], num_classes=K, ignore_index=2)
+    assert out["num_pixels"] == int((batch["mask"] != 2).sum() - 2)  # 255 is out of range: skipped too
+    assert out["per_class_iou"]["2"] is None and out["mIoU"] == 1.0  # class 2 neither counted nor predicted

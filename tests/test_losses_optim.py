@@ -1,5 +1,5 @@
 """Losses (build_loss, median frequency weights), optimizers and schedules."""
-import io
+import json
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.engine.losses import build_loss, class_frequencies, median_frequency_weights
-from zoo.engine.optim import build_optimizer, build_scheduler
+from zoo.engine.checkpoint import flatten_state, unflatten_state
+from zoo.engine.optim import ScheduleChangeError, build_optimizer, build_scheduler, restore_scheduler
 
 K = 3
 
@@ -160,23 +161,50 @@ def test_cosine_and_constant_values():
         build_scheduler(build_optimizer(_Net(), lr=0.1), name="step", total_iters=10)
 
 
-def test_scheduler_state_dict_resumes():
-    def make():
-        opt = build_optimizer(_Net(), lr=0.01, encoder_lr_mult=0.1)
-        return opt, build_scheduler(opt, name="poly", total_iters=50, warmup_iters=5)
-
-    opt, sched = make()
-    for _ in range(17):
+def _stepped(total_iters, steps, **kw):
+    opt = build_optimizer(_Net(), lr=0.01, encoder_lr_mult=0.1)
+    sched = build_scheduler(opt, name="poly", total_iters=total_iters, warmup_iters=5, **kw)
+    for _ in range(steps):
         opt.step()
         sched.step()
-    buf = io.BytesIO()
-    torch.save(sched.state_dict(), buf)
-    buf.seek(0)
-    opt2, sched2 = make()
-    sched2.load_state_dict(torch.load(buf, weights_only=True))
+    return opt, sched
+
+
+def _saved(sched) -> dict:
+    """The scheduler state as a checkpoint stores it (JSON skeleton + tensors), read back."""
+    skeleton, tensors = flatten_state(sched.state_dict())
+    return unflatten_state(json.loads(json.dumps(skeleton)), tensors)
+
+
+def test_scheduler_resumes_bit_for_bit():
+    opt, sched = _stepped(50, 17)
+    opt2, sched2 = _stepped(50, 0)
+    assert restore_scheduler(sched2, _saved(sched)) == {}
     assert sched2.get_last_lr() == sched.get_last_lr()
     for _ in range(3):
         for o, s in ((opt, sched), (opt2, sched2)):
             o.step()
             s.step()
         assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+def test_scheduler_follows_a_longer_run():
+    _, ended = _stepped(20, 20)                    # a finished run: lr 0
+    opt, longer = _stepped(40, 0)
+    assert restore_scheduler(longer, _saved(ended)) == {"total_iters": (20, 40)}
+    factor = (1 - (20 - 5) / (40 - 5)) ** 0.9      # poly after warm-up, at iteration 20 of 40
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.001 * factor] * 2 + [0.01 * factor] * 2,
+                                                                rel=1e-12)
+    assert longer.last_epoch == 20 and longer.lr_lambdas[0].total_iters == 40
+
+
+@pytest.mark.parametrize("kw, setting", [({"power": 1.0}, "power"), ({"min_lr_ratio": 0.1}, "min_lr_ratio")])
+def test_scheduler_refuses_what_it_cannot_follow(kw, setting):
+    _, saved = _stepped(20, 10)
+    _, other = _stepped(20, 0, **kw)
+    with pytest.raises(ScheduleChangeError) as info:
+        restore_scheduler(other, _saved(saved))
+    assert info.value.setting == setting
+    opt = build_optimizer(_Net(), lr=0.02, encoder_lr_mult=0.1)
+    with pytest.raises(ScheduleChangeError, match="'base_lrs' changed"):
+        restore_scheduler(build_scheduler(opt, name="poly", total_iters=20, warmup_iters=5), _saved(saved))

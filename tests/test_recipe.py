@@ -115,7 +115,7 @@ def test_from_dict_fills_defaults():
     ("data.crop_size=[512, 1024]", lambda r: r.data.crop_size, [512, 1024]),
     ("data.crop_size=null", lambda r: r.data.crop_size, None),
     ("data.options.year=2012", lambda r: r.data.options, {"ignore_index": 255, "year": 2012}),
-    ("train.class_weights=[1, 2.5]", lambda r: r.train.class_weights, [1.0, 2.5]),
+    (f"train.class_weights={[1, 2.5] + [1] * 9}", lambda r: r.train.class_weights, [1.0, 2.5] + [1.0] * 9),
     ("train.amp=bf16", lambda r: r.train.amp, "bf16"),
     ("train.device=cuda:1", lambda r: r.train.device, "cuda:1"),
     ("train.compile=off", lambda r: r.train.compile, "off"),
@@ -235,3 +235,74 @@ def test_inputs_are_not_aliased():
     r = recipe_from_dict({"model": model})
     model["decoder_channels"].append(4)
     assert r.model["decoder_channels"] == [8]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=0", "key 'data.batch_size': must be >= 1, got 0"),
+    ("train.iters=-5", "key 'train.iters': must be >= 1, got -5"),
+    ("train.iters=0", "key 'train.iters': must be >= 1, got 0"),
+    ("train.log_interval=0", "key 'train.log_interval': must be >= 1, got 0"),
+    ("train.checkpoint_interval=-1", "key 'train.checkpoint_interval': must be >= 1, got -1"),
+    ("eval.interval=0", "key 'eval.interval': must be >= 1, got 0"),
+    ("train.lr=0", "key 'train.lr': must be > 0.0, got 0"),
+    ("train.lr=-1e-3", "key 'train.lr': must be > 0.0, got -0.001"),
+    ("train.momentum=1", "key 'train.momentum': must be < 1.0, got 1"),
+    ("train.momentum=-0.1", "key 'train.momentum': must be >= 0.0, got -0.1"),
+    ("train.betas=[0.9, 1.0]", "key 'train.betas[1]': must be < 1.0, got 1.0"),
+    ("train.weight_decay=-1e-4", "key 'train.weight_decay': must be >= 0.0, got -0.0001"),
+    ("data.crop_size=[0, 480]", "key 'data.crop_size[0]': must be >= 1, got 0"),
+    ("eval.crop_size=[360, -1]", "key 'eval.crop_size[1]': must be >= 1, got -1"),
+    ("data.num_workers=-1", "key 'data.num_workers': must be >= 0, got -1"),
+    ("eval.max_images=0", "key 'eval.max_images': must be >= 1, got 0"),
+    ("eval.batch_size=0", "key 'eval.batch_size': must be >= 1, got 0"),
+    ("eval.scales=[1, 0]", "key 'eval.scales[1]': must be > 0.0, got 0"),
+    ("eval.scales=[]", "key 'eval.scales': expected at least 1 value, got 0"),
+    ("train.grad_clip=0", "key 'train.grad_clip': must be > 0.0, got 0"),
+    ("train.aux_weight=-0.4", "key 'train.aux_weight': must be >= 0.0, got -0.4"),
+    ("train.power=0", "key 'train.power': must be > 0.0, got 0"),
+    ("train.min_lr_ratio=1.5", "key 'train.min_lr_ratio': must be <= 1.0, got 1.5"),
+    ("train.warmup_iters=-1", "key 'train.warmup_iters': must be >= 0, got -1"),
+    ("train.seed=-1", "key 'train.seed': must be >= 0, got -1"),
+    ("train.threads=0", "key 'train.threads': must be >= 1, got 0"),
+    ("train.threads=2.5", "key 'train.threads': expected int or null, got float 2.5"),
+    ("data.ignore_index=-1", "key 'data.ignore_index': must be >= 0, got -1"),
+    ("data.ignore_index=256", "key 'data.ignore_index': must be <= 255, got 256"),
+    ("data.std=[0.2, 0, 0.2]", "key 'data.std[1]': must be > 0.0, got 0"),
+    ("data.mean=[0.5, 0.5]", "key 'data.mean': expected 3 values, got 2"),
+    ("log.num_images=-1", "key 'log.num_images': must be >= 0, got -1"),
+    ("train.class_weights=[1, -2]", "key 'train.class_weights[1]': must be >= 0.0, got -2"),
+    # relations between keys, checked once every key is read
+    ("train.warmup_iters=200", "train.warmup_iters (200) must be < train.iters (100)"),
+    ("eval.crop_size=null", "eval.crop_size: required when eval.mode is slide (the window [h, w])"),
+    ("eval.stride=[400, 320]", "eval.stride ([400, 320]) must not exceed eval.crop_size ([360, 480]): "
+     "windows would leave pixels unseen"),
+    ("train.class_weights=[1, 2]", "train.class_weights has 2 values but model.num_classes is 11"),
+])
+def test_out_of_range_values_and_relations_name_the_keys(recipe_path, override, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe_path, [override])
+    assert str(info.value) == f"{recipe_path}: {message}"
+
+
+def test_new_keys_and_their_defaults(recipe_path):
+    r = load_recipe(recipe_path)
+    assert r.train.threads is None and r.data.ignore_index is None
+    r = load_recipe(recipe_path, ["train.threads=3", "data.ignore_index=0"])
+    assert (r.train.threads, r.data.ignore_index) == (3, 0)
+
+
+def test_one_override_parser_for_recipes_ablations_and_benchmarks():
+    from zoo import bench
+    from zoo.ablate import grid
+    from zoo.recipe import apply_overrides, parse_override
+    assert parse_override("train.lr=1e-3") == ("train.lr", 1e-3)  # YAML 1.2: a float
+    assert parse_override(" eval.flip = on") == ("eval.flip", "on")  # YAML 1.2: not a bool
+    assert parse_override("data.crop_size=[512, 1024]") == ("data.crop_size", [512, 1024])
+    raw = {"train": {"iters": 3}}
+    assert apply_overrides(raw, ["train.iters=4", "model.name=unet", "train.iters=5"]) is raw
+    assert raw == {"train": {"iters": 5}, "model": {"name": "unet"}}
+    with pytest.raises(RecipeError, match=r"^override 'train.iters.x=1': key 'train.iters' is int 5"):
+        apply_overrides(raw, ["train.iters.x=1"])
+    assert grid.parse_override is parse_override
+    assert bench.parse_model_args(["decoder_channels=[8, 4]", "head=1e3"]) == {
+        "decoder_channels": [8, 4], "head": 1000.0}

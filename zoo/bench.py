@@ -465,11 +465,8 @@ def format_table(rows: list[dict]) -> str:
 def parse_model_args(items) -> dict:
     """`["k=v", ...]` -> {k: v}, values read as YAML the way recipe overrides are
     (`decoder_channels=[64,32,16,8,8]`, `head_channels=64`)."""
-    from zoo.recipe import _apply_override
-    args: dict = {}
-    for item in items or ():
-        _apply_override(args, item)
-    return args
+    from zoo.recipe import apply_overrides
+    return apply_overrides({}, list(items or ()))
 
 
 def grid(archs, encoders, upsamplers, model_args: dict | None = None, **settings) -> list[BenchSpec]:

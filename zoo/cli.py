@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 # OpenCV logs decoding failures itself; the DataError raised for them names the file already.
@@ -15,9 +16,26 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from zoo.data.base import DataError
+    from zoo.engine.checkpoint import CheckpointError
+    from zoo.engine.distributed import DeviceError
     from zoo.engine.trainer import TrainingError
     from zoo.recipe import RecipeError
-    return (RecipeError, DataError, TrainingError, FileNotFoundError, ValueError)
+    return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, FileNotFoundError, ValueError)
+
+
+def message(e: BaseException) -> str:
+    """The one line to print for `e`. torch re-raises an error from a DataLoader
+    worker as the same type whose message is the worker's whole traceback, ending
+    in `zoo.data.base.DataError: <message>`: the message is that line's tail."""
+    text = str(e).strip()
+    if "DataLoader worker" in text and "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        for name in (f"{type(e).__module__}.{type(e).__qualname__}", type(e).__qualname__):
+            if last.startswith(name + ": "):
+                return last[len(name) + 2:]
+        return last
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def run(fn, *args, **kwargs):
@@ -27,10 +45,9 @@ def run(fn, *args, **kwargs):
         print("interrupted; the last checkpoint is intact", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 — sorted below
-        if not isinstance(e, user_errors()) and "DataLoader worker" not in str(e):
+        # A worker killed by a signal (often out of memory) is no bug in the code either.
+        killed = isinstance(e, RuntimeError) and re.match(r"DataLoader worker \(pid", str(e))
+        if not isinstance(e, user_errors()) and not killed:
             raise
-        # Errors raised in loader workers carry the worker's traceback; keep its last line.
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        message = lines[-1] if lines else type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message(e)}", file=sys.stderr)
         sys.exit(2)

@@ -3,126 +3,155 @@
 A recipe is one flat YAML file (no inheritance between files) with sections
 ``model``, ``data``, ``train``, ``eval`` and ``log``. ``model`` is free-form, as
 it goes straight into ``zoo.create(**model)``, and is checked against the
-builder's keyword parameters; the other sections are small dataclasses.
-Unknown keys, wrong types and values outside a field's ``choices`` are refused
-with a one-line message that names the recipe file and the key path.
+builder's keyword parameters; the other sections are pydantic models: types,
+choices (``Literal``), ranges (``Field(ge=..)``), unknown keys refused
+(``extra='forbid'``), and relations between keys checked once all are read.
+Every problem becomes a one-line ``RecipeError`` naming the recipe file, the
+key path and, for unknown keys, the close matches.
 """
-import contextlib
 import copy
-import dataclasses
-import difflib
 import importlib
 import inspect
 import re
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, model_validator
 
 from zoo.fileio import atomic_write_text
+from zoo.recipe_errors import RecipeError, describe, one_line, pydantic_error, unknown_key
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUTO_ON_OFF = ("auto", "on", "off")
+AUTO_ON_OFF = Literal["auto", "on", "off"]
+
+__all__ = ["Recipe", "DataConfig", "TrainConfig", "EvalConfig", "LogConfig", "RecipeError",
+           "RecipeLoader", "load_recipe", "recipe_from_dict", "recipe_to_dict", "save_recipe",
+           "parse_override", "apply_overrides", "validate_model"]
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message is one line naming the key path."""
+def _as_list(value):
+    return list(value) if isinstance(value, tuple) else value  # recipes built in code may hold tuples
 
 
-def _choice(default, choices):
-    return field(default=default, metadata={"choices": tuple(choices)})
+def _list(item, **size) -> Any:
+    return Annotated[list[item], BeforeValidator(_as_list), Field(**size)]
 
 
-def _pair(default=None):
-    return field(default=default, metadata={"length": 2})
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Pair = _list(PosInt, min_length=2, max_length=2)  # [h, w]
 
 
-def _list(values, length=None):
-    meta = {"length": length} if length else {}
-    return field(default_factory=lambda: list(values), metadata=meta)
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
 
 
-@dataclass
-class DataConfig:
+class _Section(BaseModel):
+    # strict: YAML gives real types, so "3" is not an int and 1 is not a bool.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataConfig(_Section):
     dataset: str = "synthetic"  # voc | cityscapes | camvid | coco | folder | synthetic
-    root: str | None = None
+    root: Optional[str] = None
     train_split: str = "train"
     val_split: str = "val"
-    batch_size: int = 8
-    num_workers: int = 2
-    crop_size: list[int] | None = _pair()  # [h, w]
-    mean: list[float] = _list(IMAGENET_MEAN)
-    std: list[float] = _list(IMAGENET_STD)
-    train_transforms: list[dict] | None = None  # [{name, params}] albumentations entries
-    val_transforms: list[dict] | None = None
-    options: dict = field(default_factory=dict)  # dataset-specific keyword arguments
+    batch_size: PosInt = 8
+    num_workers: NonNegInt = 2
+    crop_size: Optional[Pair] = None
+    mean: _list(float, min_length=3, max_length=3) = list(IMAGENET_MEAN)
+    std: _list(PosFloat, min_length=3, max_length=3) = list(IMAGENET_STD)
+    train_transforms: Optional[_list(dict)] = None  # [{name, params}] albumentations entries
+    val_transforms: Optional[_list(dict)] = None
+    options: dict = Field(default_factory=dict)  # dataset-specific keyword arguments
+    # The label value loss, metrics and padding treat as "not labelled"; null: the dataset's own.
+    ignore_index: Optional[Annotated[int, Field(ge=0, le=255)]] = None
     pin_memory: bool = True
     persistent_workers: bool = True
 
 
-@dataclass
-class TrainConfig:
-    iters: int = 1000
-    seed: int = 0
-    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda(:\d+)?",
-                                                  "allowed": "auto, cpu, cuda or cuda:N"})
-    optimizer: str = _choice("sgd", ("sgd", "adamw"))
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    betas: list[float] = _list((0.9, 0.999), length=2)
-    schedule: str = _choice("poly", ("poly", "cosine", "constant"))
-    power: float = 0.9
-    warmup_iters: int = 0
-    min_lr_ratio: float = 0.0
-    encoder_lr_mult: float = 1.0
+class TrainConfig(_Section):
+    iters: PosInt = 1000
+    seed: NonNegInt = 0
+    device: Annotated[str, AfterValidator(_device)] = "auto"
+    threads: Optional[PosInt] = None  # torch.set_num_threads; null: torch's default (OMP_NUM_THREADS)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: PosFloat = 0.01
+    momentum: Fraction = 0.9
+    weight_decay: NonNegFloat = 1e-4
+    betas: _list(Fraction, min_length=2, max_length=2) = [0.9, 0.999]
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    power: PosFloat = 0.9
+    warmup_iters: NonNegInt = 0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    encoder_lr_mult: NonNegFloat = 1.0
     loss: str = "ce"
-    aux_weight: float = 0.0
+    aux_weight: NonNegFloat = 0.0
     # A list of per-class weights, or the name of a rule that computes them.
-    class_weights: list[float] | str | None = _choice(None, ("median_frequency",))
-    amp: str = _choice("auto", ("auto", "off", "bf16", "fp16"))
-    channels_last: str = _choice("auto", AUTO_ON_OFF)
-    compile: str = _choice("auto", AUTO_ON_OFF)
-    grad_clip: float | None = None
+    class_weights: Union[_list(NonNegFloat, min_length=1), Literal["median_frequency"], None] = None
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: AUTO_ON_OFF = "auto"
+    compile: AUTO_ON_OFF = "auto"
+    grad_clip: Optional[PosFloat] = None
     deterministic: bool = False
     sync_bn: bool = False
-    log_interval: int = 20
-    checkpoint_interval: int = 200
+    log_interval: PosInt = 20
+    checkpoint_interval: PosInt = 200
 
 
-@dataclass
-class EvalConfig:
-    interval: int = 500
-    mode: str = _choice("whole", ("whole", "slide"))
-    crop_size: list[int] | None = _pair()  # slide window [h, w]
-    stride: list[int] | None = _pair()
-    scales: list[float] = _list((1.0,))
+class EvalConfig(_Section):
+    interval: PosInt = 500
+    mode: Literal["whole", "slide"] = "whole"
+    crop_size: Optional[Pair] = None  # slide window [h, w]
+    stride: Optional[Pair] = None
+    scales: _list(PosFloat, min_length=1) = [1.0]
     flip: bool = False
-    batch_size: int = 1
-    max_images: int | None = None
+    batch_size: PosInt = 1
+    max_images: Optional[PosInt] = None
 
 
-@dataclass
-class LogConfig:
+class LogConfig(_Section):
     wandb: bool = False
     project: str = "zoo"
-    entity: str | None = None
-    group: str | None = None
-    name: str | None = None
-    num_images: int = 4  # prediction overlays to save / log
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    name: Optional[str] = None
+    num_images: NonNegInt = 4  # prediction overlays to save / log
 
 
-@dataclass
-class Recipe:
+class Recipe(_Section):
     model: dict  # zoo.create(**model); must contain "name"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _relations(self) -> "Recipe":
+        t, e = self.train, self.eval
+        if t.warmup_iters >= t.iters:
+            raise ValueError(f"train.warmup_iters ({t.warmup_iters}) must be < train.iters ({t.iters})")
+        if e.mode == "slide" and e.crop_size is None:
+            raise ValueError("eval.crop_size: required when eval.mode is slide (the window [h, w])")
+        if e.stride is not None and e.crop_size is not None and any(
+                s > c for s, c in zip(e.stride, e.crop_size)):
+            raise ValueError(f"eval.stride ({e.stride}) must not exceed eval.crop_size ({e.crop_size}): "
+                             "windows would leave pixels unseen")
+        k = self.model.get("num_classes")
+        if isinstance(t.class_weights, list) and isinstance(k, int) and len(t.class_weights) != k:
+            raise ValueError(f"train.class_weights has {len(t.class_weights)} values but "
+                             f"model.num_classes is {k}")
+        return self
 
 
 # PyYAML follows YAML 1.1: `1e-3` (no dot) is a string and `on`/`off`/`yes`/`no` are
@@ -131,7 +160,8 @@ _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 _EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
 
-class _Loader(yaml.SafeLoader):
+class RecipeLoader(yaml.SafeLoader):
+    """A safe YAML loader with YAML 1.2 scalars, for recipes and every file built from them."""
     yaml_implicit_resolvers = {
         ch: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
         for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -141,122 +171,13 @@ class _Dumper(yaml.SafeDumper):  # quotes `1e3` strings too; still quotes `on` f
     pass
 
 
-_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-for _cls in (_Loader, _Dumper):
+RecipeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+for _cls in (RecipeLoader, _Dumper):
     _cls.add_implicit_resolver(_FLOAT, _EXP_FLOAT, list("-+.0123456789"))
 
 
-def _one_line(e) -> str:
-    return " ".join(str(e).split())
-
-
-def _describe(value) -> str:
-    if value is None:
-        return "null"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _type_name(tp) -> str:
-    if get_origin(tp) in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(tp))
-    if tp is dict or dataclasses.is_dataclass(tp):
-        return "mapping"
-    if isinstance(tp, type) and get_origin(tp) is None:
-        return tp.__name__
-    return str(tp).replace("typing.", "").replace("collections.abc.", "")
-
-
-def _join(parent: str, key) -> str:
-    return f"{parent}.{key}" if parent else str(key)
-
-
-def _type_error(path, tp, value) -> RecipeError:
-    return RecipeError(f"key '{path}': expected {_type_name(tp)}, got {_describe(value)}")
-
-
-def _unknown(parent: str, key, allowed: list[str]) -> RecipeError:
-    close = difflib.get_close_matches(str(key), allowed, n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(_join(parent, c)) for c in close)}?)" if close else ""
-    what = f"key '{_join(parent, key)}'" if parent else f"section '{key}'"
-    order = close + [a for a in allowed if a not in close]
-    return RecipeError(f"unknown {what}{hint}; allowed: {', '.join(order)}")
-
-
-def _coerce(value, tp, path: str):
-    """Check `value` against the annotation `tp`; return it converted (int -> float, copies)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is Any:
-        return copy.deepcopy(value)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:  # a container member takes a container, so element errors keep their path
-            kind = get_origin(a) or a
-            if (kind in (list, tuple, Sequence) and isinstance(value, (list, tuple))
-                    or kind is dict and isinstance(value, dict)):
-                return _coerce(value, a, path)
-        for a in args:
-            with contextlib.suppress(RecipeError):
-                return _coerce(value, a, path)
-        raise _type_error(path, tp, value)
-    if origin is Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise RecipeError(f"key '{path}': expected one of {', '.join(map(str, args))}, "
-                          f"got {_describe(value)}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if (origin or tp) in (list, tuple, Sequence):
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(path, tp, value)
-        elems = [args[0] if args else Any] * len(value)
-        if (origin or tp) is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise RecipeError(f"key '{path}': expected {len(args)} values, got {len(value)}")
-            elems = list(args)
-        out = [_coerce(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, elems))]
-        return tuple(out) if (origin or tp) is tuple else out
-    if (origin or tp) is dict:
-        if not isinstance(value, dict):
-            raise _type_error(path, tp, value)
-        return copy.deepcopy(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool):
-        raise _type_error(path, tp, value)
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise _type_error(path, tp, value)
-
-
-def _convert_field(value, tp, meta, path: str):
-    """One dataclass field: choices first, so `compile: true` is answered with the choices."""
-    choices, length, pattern = meta.get("choices"), meta.get("length"), meta.get("pattern")
-    if choices and (isinstance(value, str) or tp is str) and value not in choices:
-        raise RecipeError(f"key '{path}': expected one of {', '.join(choices)}, "
-                          f"got {_describe(value)}")
-    value = _coerce(value, tp, path)
-    if length and value is not None and len(value) != length:
-        raise RecipeError(f"key '{path}': expected {length} values, got {len(value)}")
-    if pattern and not re.fullmatch(pattern, value):
-        raise RecipeError(f"key '{path}': expected {meta['allowed']}, got {value!r}")
-    return value
-
-
-def _build(cls, raw, path: str):
-    if not isinstance(raw, dict):
-        raise _type_error(path, cls, raw)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise _unknown(path, key, list(fields))
-        kwargs[key] = _convert_field(value, hints[key], fields[key].metadata, _join(path, key))
-    return cls(**kwargs)
-
+# ----------------------------------------------------------------------------- model section
 
 _SIMPLE = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None),
            "NoneType": type(None), "Any": Any, "dict": dict}
@@ -273,7 +194,10 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 def _parse_annotation(text: str):
-    """Simple string annotations (`from __future__ import annotations`) to types, else None."""
+    """Simple string annotations (`from __future__ import annotations`) to types, else None.
+
+    Hand-written: `typing.get_type_hints` needs the builder's module namespace, and
+    the registry hands over `inspect.Parameter`s only."""
     text = re.sub(r"\b(typing|collections\.abc)\.", "", text.strip())
     if m := re.fullmatch(r"Optional\[(.*)\]", text):
         text = f"{m[1]} | None"
@@ -303,27 +227,51 @@ def _is_simple(tp) -> bool:
         _is_simple(a) for a in get_args(tp) if a is not Ellipsis)
 
 
+def _as_yaml_type(tp):
+    """`tp` with tuples and sequences as lists: YAML has no tuples, and strict pydantic
+    takes a tuple only for a tuple annotation."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_as_yaml_type(a) for a in args)]
+    if origin in (tuple, Sequence) or tp in (tuple, Sequence):
+        elems = [a for a in args if a is not Ellipsis] or [Any]
+        item = _as_yaml_type(elems[0]) if len(set(elems)) == 1 else Union[tuple(map(_as_yaml_type, elems))]
+        if origin is tuple and Ellipsis not in args and args:
+            return _list(item, min_length=len(args), max_length=len(args))
+        return _list(item)
+    if origin is list:
+        return _list(_as_yaml_type(args[0]) if args else Any)
+    return tp
+
+
 def _keyword_params(params) -> dict:
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {k: p for k, p in params.items() if p.kind in keyword}
+
+
+def _check_value(value, tp, path: str) -> None:
+    tp = _as_yaml_type(tp)
+    try:
+        TypeAdapter(tp).validate_python(value, strict=True)
+    except ValidationError as e:
+        raise pydantic_error(e, tp, path) from None
 
 
 def validate_model(model: dict) -> None:
     """Check `model` against what `zoo.create` takes: its own keywords (`pretrained`) and
     the builder's keyword parameters; values against their simple annotations."""
     if not isinstance(model, dict):
-        raise _type_error("model", dict, model)
+        raise RecipeError(f"key 'model': expected mapping, got {describe(model)}")
     name = model.get("name")
     if name is None:
         raise RecipeError("key 'model.name': required (a registered model name)")
-    if not isinstance(name, str):
-        raise _type_error("model.name", str, name)
+    _check_value(name, str, "model.name")
     registry = importlib.import_module("zoo.registry")  # imports torch: only when asked
     try:
         registry.resolve_name(name)
         builder = registry.builder_params(name)
     except ValueError as e:
-        raise RecipeError(f"key 'model.name': {_one_line(e)}") from None
+        raise RecipeError(f"key 'model.name': {one_line(e)}") from None
     create = getattr(registry, "create", None)
     params = _keyword_params(inspect.signature(create).parameters) if create else {}
     params.pop("name", None)
@@ -333,18 +281,23 @@ def validate_model(model: dict) -> None:
         if key == "name" or value is None or (key not in params and open_ended):
             continue  # zoo.create drops None keywords: unset keeps the builder's default
         if key not in params:
-            raise _unknown("model", key, ["name", *params])
+            raise unknown_key("model", key, ["name", *params])
         p = params[key]
         tp = _parse_annotation(p.annotation) if isinstance(p.annotation, str) else p.annotation
-        if tp is not None and _is_simple(tp):  # an nn.Module or callable annotation: unchecked
-            _coerce(value, tp, f"model.{key}")
+        if tp is not None and tp is not inspect.Parameter.empty and _is_simple(tp):
+            _check_value(value, tp, f"model.{key}")  # an nn.Module or callable annotation: unchecked
 
+
+# ----------------------------------------------------------------------------- files and overrides
 
 def recipe_from_dict(d: dict, source: str = "<dict>") -> Recipe:
     try:
         if not isinstance(d, dict):
-            raise RecipeError(f"expected a mapping of sections, got {_describe(d)}")
-        recipe = _build(Recipe, {"model": {}, **d}, "")
+            raise RecipeError(f"expected a mapping of sections, got {describe(d)}")
+        try:
+            recipe = Recipe.model_validate({"model": {}, **copy.deepcopy(d)})
+        except ValidationError as e:
+            raise pydantic_error(e, Recipe, "") from None
         validate_model(recipe.model)
     except RecipeError as e:
         raise RecipeError(f"{source}: {e}") from None
@@ -352,29 +305,37 @@ def recipe_from_dict(d: dict, source: str = "<dict>") -> Recipe:
 
 
 def recipe_to_dict(r: Recipe) -> dict:
-    def plain(x):
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        return [plain(v) for v in x] if isinstance(x, (list, tuple)) else x
-    return plain(dataclasses.asdict(r))
+    return r.model_dump()
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.iters=4' -> ('train.iters', 4): the value read as YAML 1.2 (null, 3, 1e-3, [512, 512])."""
     key, sep, text = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
+    key = key.strip()
+    if not sep or not all(key.split(".")):
         raise RecipeError(f"malformed override {item!r}: expected key.path=value")
     try:
-        value = yaml.load(text, Loader=_Loader)
+        return key, yaml.load(text, Loader=RecipeLoader)
     except yaml.YAMLError as e:
-        raise RecipeError(f"override {item!r}: invalid value: {_one_line(e)}") from None
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"override {item!r}: key '{'.'.join(parts[:i + 1])}' "
-                              f"is {_describe(node)}, not a mapping")
-    node[parts[-1]] = value
+        raise RecipeError(f"override {item!r}: invalid value: {one_line(e)}") from None
+
+
+def apply_overrides(raw: dict, items: Sequence[str]) -> dict:
+    """Apply 'a.b.c=value' strings to the nested dict `raw` in order, creating
+    mappings on the way; returns `raw`."""
+    if isinstance(items, str):
+        raise TypeError("overrides must be a list of 'key.path=value' strings, not one string")
+    for item in items:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {item!r}: key '{'.'.join(parts[:i + 1])}' "
+                                  f"is {describe(node)}, not a mapping")
+        node[parts[-1]] = value
+    return raw
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
@@ -385,15 +346,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: invalid YAML: {_one_line(e)}") from None
+        raise RecipeError(f"{path}: invalid YAML: {one_line(e)}") from None
     raw = {} if raw is None else raw
     try:
         if not isinstance(raw, dict):
-            raise RecipeError(f"expected a mapping of sections, got {_describe(raw)}")
-        for item in overrides:
-            _apply_override(raw, item)
+            raise RecipeError(f"expected a mapping of sections, got {describe(raw)}")
+        apply_overrides(raw, overrides)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
     return recipe_from_dict(raw, str(path))
@@ -401,7 +361,6 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 def save_recipe(r: Recipe, path: str | Path) -> None:
     """Write the resolved recipe as YAML, atomically (temp file, then os.replace)."""
-    path = Path(path)
     text = yaml.dump(recipe_to_dict(r), Dumper=_Dumper, sort_keys=False,
                      default_flow_style=None, allow_unicode=True)
-    atomic_write_text(path, text)
+    atomic_write_text(Path(path), text)

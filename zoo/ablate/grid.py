@@ -45,8 +45,8 @@ from pathlib import Path
 
 import yaml
 
-from zoo.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
-from zoo.recipe import _Loader as _RecipeLoader  # YAML 1.2 scalars, as recipes read them
+from zoo.recipe import (Recipe, RecipeError, RecipeLoader, load_recipe, parse_override, recipe_from_dict,
+                        recipe_to_dict, save_recipe)
 
 GRID_KEYS = ("architectures", "upsamplers", "encoders", "seeds")
 TOP_KEYS = ("name", "base", "overrides", "grid", "arch_overrides", "report")
@@ -131,17 +131,6 @@ def set_dotted(raw: dict, key: str, value, where: str = "") -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
-def parse_override(item: str) -> tuple[str, object]:
-    """'train.iters=4' -> ('train.iters', 4); the value is read as YAML."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise AblationError(f"malformed override {item!r}: expected key.path=value")
-    try:
-        return key.strip(), yaml.load(text, Loader=_RecipeLoader)
-    except yaml.YAMLError as e:
-        raise AblationError(f"override {item!r}: invalid value: {' '.join(str(e).split())}") from None
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text)
 
@@ -179,7 +168,7 @@ def load_ablation(path: str | Path, overrides=()) -> Ablation:
     if not source.is_file():
         raise AblationError(f"{source}: ablation file not found")
     try:
-        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=RecipeLoader) or {}
     except yaml.YAMLError as e:
         raise AblationError(f"{source}: invalid YAML: {' '.join(str(e).split())}") from None
     raw = _mapping(source, raw, "<top level>")

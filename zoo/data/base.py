@@ -1,11 +1,15 @@
 """The dataset contract shared by every format in `zoo.data`.
 
-A `SegDataset` knows its `classes`, `palette` and `ignore_index` (255).
+A `SegDataset` knows its `classes`, `palette` and `ignore_index`, the label
+value of unlabelled pixels: `IGNORE_INDEX` (255) for every built-in format; a
+subclass may set its own, and a run may choose another for an instance (the
+recipe's `data.ignore_index`; its transform then relabels the format's value).
 `load(i)` returns the raw sample: uint8 RGB image (H, W, 3), uint8 label map
-(H, W) already remapped to train ids 0..K-1 with 255 = ignore, and a name (the
-file stem). `__getitem__(i)` applies the transform (an albumentations Compose or
-any callable taking `image=`, `mask=` and returning a dict with those keys) and
-returns `{"image": float32 (3, H, W), "mask": int64 (H, W), "name": str}`.
+(H, W) already remapped to train ids 0..K-1 with the format's unlabelled value,
+and a name (the file stem). `__getitem__(i)` applies the transform (an
+albumentations Compose or any callable taking `image=`, `mask=` and returning
+a dict with those keys) and returns
+`{"image": float32 (3, H, W), "mask": int64 (H, W), "name": str}`.
 
 Problems are reported where they can be named: missing folders and list files
 when the dataset is built (`FileNotFoundError`, one line: path and expected
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+IGNORE_INDEX = 255  # the one default; loss, metrics, transforms and pictures take it from here
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN255 = np.array(IMAGENET_MEAN, np.float32) * 255
@@ -115,7 +120,7 @@ def remap_labels(label: np.ndarray, lut: np.ndarray, path, expected: str) -> np.
     bad = np.flatnonzero((seen > 0) & (lut < 0))
     if bad.size:
         raise DataError(f"label file {path} has invalid value(s) {_few(bad)}; expected {expected}")
-    return np.where(lut < 0, 255, lut).astype(np.uint8)[label]
+    return np.where(lut < 0, IGNORE_INDEX, lut).astype(np.uint8)[label]
 
 
 def _few(values: np.ndarray, n: int = 8) -> str:
@@ -153,7 +158,7 @@ class SegDataset(Dataset):
 
     classes: tuple[str, ...] = ()
     palette: np.ndarray = np.zeros((0, 3), np.uint8)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     def __init__(self, root, split: str, transform: Callable | None = None):
         self.root = Path(root) if root is not None else None
@@ -173,9 +178,11 @@ class SegDataset(Dataset):
                 f"classes={self.num_classes})")
 
     def read_mask(self, path: Path) -> np.ndarray:
-        """Label file -> uint8 train ids; default: values 0..K-1 and 255 as they are."""
-        lut = make_lut({**{k: k for k in range(self.num_classes)}, 255: 255})
-        return remap_labels(read_label(path), lut, path, f"0..{self.num_classes - 1} or 255")
+        """Label file -> uint8 train ids; default: values 0..K-1 and the format's own
+        unlabelled value (the class's `ignore_index`; a run may relabel it) as they are."""
+        ignore = type(self).ignore_index
+        lut = make_lut({**{k: k for k in range(self.num_classes)}, ignore: ignore})
+        return remap_labels(read_label(path), lut, path, f"0..{self.num_classes - 1} or {ignore}")
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_file, mask_file = self.samples[i]

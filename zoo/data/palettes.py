@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import IGNORE_INDEX
+
 
 def make_palette(n: int) -> np.ndarray:
     """The VOC devkit colour map (`labelcolormap.m`) for `n` classes."""
@@ -30,12 +32,13 @@ def make_palette(n: int) -> np.ndarray:
     return palette
 
 
-def colorize(mask: np.ndarray, palette: np.ndarray, ignore_index: int = 255,
+def colorize(mask: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX,
              ignore_color=(255, 255, 255)) -> np.ndarray:
     """Paint a (H, W) label map as (H, W, 3) uint8 RGB; ignored or unknown labels get `ignore_color`."""
     mask = np.asarray(mask)
     lut = np.tile(np.asarray(ignore_color, np.uint8), (max(256, len(palette), ignore_index + 1), 1))
     lut[: len(palette)] = palette
+    lut[ignore_index] = ignore_color  # also when the ignored value is a class id (e.g. 0)
     return lut[np.clip(mask, 0, len(lut) - 1)]
 
 

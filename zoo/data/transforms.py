@@ -7,8 +7,9 @@ returns an `albumentations.Compose` whose output is
 
 `entries` is a list of `{"name": <albumentations class>, "params": {...}}`; a
 `params["transforms"]` list of entries is built recursively (OneOf, SomeOf,
-Sequential). The pipeline always ends with Normalize(mean, std) and
-ToTensorV2, which the entries must not repeat. With `entries=None` the defaults are:
+Sequential). The pipeline always ends with Normalize(mean, std), the mask as
+int64 (with `relabel`, e.g. `{255: 0}`, applied) and ToTensorV2, which the
+entries must not repeat. With `entries=None` the defaults are:
 
 - training: RandomScale 0.5-2.0, PadIfNeeded to `crop_size` (image 0, mask
   `ignore_index`), RandomCrop `crop_size`, HorizontalFlip, ColorJitter;
@@ -21,18 +22,22 @@ albumentations is imported inside the functions: it takes seconds to import.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 
 import numpy as np
 
-from .base import IMAGENET_MEAN, IMAGENET_STD
+from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 FAMILIES = ("voc", "cityscapes", "camvid", "coco", "folder", "synthetic")
 _APPENDED = ("Normalize", "ToTensorV2")
 
 
-def _mask_to_int64(mask, **_):
-    return mask.astype(np.int64, copy=False)
+def _mask_to_int64(mask, relabel=(), **_):
+    out = mask.astype(np.int64, copy=True if relabel else False)
+    for old, new in relabel:
+        out[mask == old] = new
+    return out
 
 
 def transform_names() -> list[str]:
@@ -76,7 +81,8 @@ def _check_family(family: str) -> None:
                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
 
 
-def default_train_entries(family: str, crop_size: tuple[int, int] | None, ignore_index: int = 255) -> list[dict]:
+def default_train_entries(family: str, crop_size: tuple[int, int] | None,
+                          ignore_index: int = IGNORE_INDEX) -> list[dict]:
     _check_family(family)
     entries = [] if family == "synthetic" else [
         {"name": "RandomScale", "params": {"scale_limit": (-0.5, 1.0), "p": 1.0}}]  # x0.5 .. x2.0
@@ -96,8 +102,11 @@ def default_train_entries(family: str, crop_size: tuple[int, int] | None, ignore
 
 def build_transform(entries: list[dict] | None, *, train: bool, family: str,
                     crop_size: tuple[int, int] | None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    ignore_index: int = 255):
-    """Recipe entries (or the family's defaults) + Normalize + int64 mask + ToTensorV2."""
+                    ignore_index: int = IGNORE_INDEX, relabel: dict[int, int] | None = None):
+    """Recipe entries (or the family's defaults) + Normalize + int64 mask + ToTensorV2.
+
+    `ignore_index` fills the mask where the default crops pad; `relabel` maps mask
+    values (a dataset's own unlabelled value to the one the run ignores)."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
@@ -111,6 +120,7 @@ def build_transform(entries: list[dict] | None, *, train: bool, family: str,
             if train else []
     steps = [make_transform(e) for e in entries]
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-              A.Lambda(name="mask_to_int64", mask=_mask_to_int64),
+              A.Lambda(name="mask_to_int64", mask=functools.partial(
+                  _mask_to_int64, relabel=tuple((k, v) for k, v in (relabel or {}).items() if k != v))),
               ToTensorV2()]
     return A.Compose(steps)

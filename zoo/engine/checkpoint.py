@@ -6,17 +6,21 @@ Layout inside a run folder:
       iter_000400/
         model.safetensors        weights only
         meta.json                model config (zoo.create arguments), classes, palette,
-                                 mean/std, eval protocol, metrics, iteration
+                                 mean/std, eval protocol, metrics, iteration, determinism
         state.safetensors        optimizer / scheduler / scaler / RNG tensors
         state.json               the same states' non-tensor structure
       last.json                  {"checkpoint": "iter_000400", "iteration": 400}
+      previous.json              the checkpoint `last` named before (a resume falls back to it)
       best.json                  {"checkpoint": "iter_000200", "iteration": 200, "mIoU": ...}
 
 A checkpoint folder is written under a temporary name and renamed into
-place; only then is the pointer (`last.json`, `best.json`) replaced with
-`os.replace`. A SIGKILL at any moment therefore leaves every pointer naming a
-complete folder. Nothing here unpickles: nested states are split into a JSON
-skeleton and a flat dict of tensors.
+place, under a name no folder holds yet (`iter_000400-1` when the iteration
+is written again, e.g. after resuming from an earlier checkpoint); only then
+is a pointer replaced with `os.replace`. A folder is removed only once no
+pointer names it. A SIGKILL at any moment therefore leaves every pointer
+naming a complete folder. Nothing here unpickles: nested states are split
+into a JSON skeleton and a flat dict of tensors. A file that cannot be read
+raises `CheckpointError`, naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
@@ -27,12 +31,18 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.fileio import atomic_write_json
 
 FORMAT = "segzoo-checkpoint/1"
 _TENSOR = "__tensor__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is there but cannot be used (truncated, corrupt, not ours);
+    the message is one line naming the file."""
 
 
 def flatten_state(obj, prefix: str = "", tensors: dict | None = None):
@@ -75,13 +85,21 @@ def unflatten_state(skeleton, tensors: dict):
     return skeleton
 
 
+def _free_name(ckpt_dir: Path, name: str) -> Path:
+    """`name`, or `name-1`, `name-2`, ...: a folder a pointer may name is never replaced."""
+    path, n = ckpt_dir / name, 0
+    while path.exists():
+        n += 1
+        path = ckpt_dir / f"{name}-{n}"
+    return path
+
+
 def save_checkpoint(ckpt_dir: Path, name: str, *, model_state: dict, meta: dict,
-                    train_state: dict | None = None, keep: tuple[str, ...] = ("last", "best")) -> Path:
-    """Write `ckpt_dir/<name>/` atomically and return it. Folders no pointer
-    in `keep` names any more are removed afterwards."""
+                    train_state: dict | None = None) -> Path:
+    """Write a complete checkpoint folder `ckpt_dir/<name>/` (or `<name>-N/` when
+    that name is taken) and return it; no pointer names it yet (`set_pointer`)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / name
     tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".{name}."))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
@@ -94,16 +112,23 @@ def save_checkpoint(ckpt_dir: Path, name: str, *, model_state: dict, meta: dict,
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():  # same iteration written again (e.g. last == best): swap
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        final = _free_name(ckpt_dir, name)
+        os.replace(tmp, final)  # onto a name nothing holds: never a moment without the old folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
 
 
-def set_pointer(ckpt_dir: Path, pointer: str, checkpoint: Path, **info) -> None:
+def set_pointer(ckpt_dir: Path, pointer: str, checkpoint: Path, *, keep_previous: bool = True,
+                **info) -> None:
+    """Point `pointer` at `checkpoint` (atomically), then prune. Moving `last` keeps
+    the checkpoint it named as `previous` (unless `keep_previous` is false), so one
+    older intact folder survives a damaged newest one."""
+    if pointer == "last" and keep_previous:
+        old = read_pointer(ckpt_dir, "last")
+        if old is not None and old["checkpoint"] != Path(checkpoint).name:
+            atomic_write_json(Path(ckpt_dir) / "previous.json", old)
     atomic_write_json(Path(ckpt_dir) / f"{pointer}.json", {"checkpoint": Path(checkpoint).name, **info})
     prune(ckpt_dir)
 
@@ -112,7 +137,10 @@ def read_pointer(ckpt_dir: Path, pointer: str) -> dict | None:
     path = Path(ckpt_dir) / f"{pointer}.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    info = _read_json(path)
+    if not isinstance(info, dict) or not isinstance(info.get("checkpoint"), str):
+        raise CheckpointError(f"{path}: not a checkpoint pointer (expected {{\"checkpoint\": <folder>, ...}})")
+    return info
 
 
 def resolve(ckpt_dir: Path, pointer: str = "last") -> Path | None:
@@ -123,29 +151,72 @@ def resolve(ckpt_dir: Path, pointer: str = "last") -> Path | None:
 def prune(ckpt_dir: Path) -> None:
     """Remove checkpoint folders no pointer names, and leftovers of killed writes."""
     ckpt_dir = Path(ckpt_dir)
-    live = {info["checkpoint"] for p in ckpt_dir.glob("*.json")
-            if (info := json.loads(p.read_text())) and "checkpoint" in info}
+    live = set()
+    for path in ckpt_dir.glob("*.json"):
+        try:
+            live.add(read_pointer(ckpt_dir, path.stem)["checkpoint"])
+        except CheckpointError:
+            return  # what it names cannot be told: remove nothing
+
     for d in ckpt_dir.iterdir():
         if d.is_dir() and d.name not in live:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt JSON file ({e})") from None
+
+
+def _read_tensors(path: Path, device="cpu") -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the checkpoint folder")
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as e:
+        detail = str(e).removeprefix("Error while deserializing header: ")
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({detail})") from None
+
+
+def check_readable(checkpoint: Path) -> None:
+    """Raise CheckpointError (naming the file) unless meta.json parses and the
+    weights' safetensors header covers the file; reads no tensor data."""
+    load_meta(checkpoint)
+    path = Path(checkpoint) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no weights file")
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except SafetensorError as e:
+        detail = str(e).removeprefix("Error while deserializing header: ")
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({detail})") from None
 
 
 def load_meta(checkpoint: Path) -> dict:
     path = Path(checkpoint) / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint metadata (expected model.safetensors + meta.json)")
-    return json.loads(path.read_text())
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_weights(checkpoint: Path, device="cpu") -> dict:
-    path = Path(checkpoint) / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no weights file")
-    return load_file(str(path), device=str(device))
+    return _read_tensors(Path(checkpoint) / "model.safetensors", device)
 
 
 def load_train_state(checkpoint: Path) -> dict:
     checkpoint = Path(checkpoint)
-    skeleton = json.loads((checkpoint / "state.json").read_text())
-    tensors = load_file(str(checkpoint / "state.safetensors"))
-    return unflatten_state(skeleton, tensors)
+    skeleton = _read_json(checkpoint / "state.json") if (checkpoint / "state.json").is_file() else None
+    if skeleton is None:
+        raise FileNotFoundError(f"{checkpoint / 'state.json'}: missing from the checkpoint folder")
+    tensors = _read_tensors(checkpoint / "state.safetensors")
+    try:
+        return unflatten_state(skeleton, tensors)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{checkpoint / 'state.json'}: does not match state.safetensors "
+                              f"({type(e).__name__}: {e})") from None

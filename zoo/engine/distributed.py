@@ -97,17 +97,36 @@ def setup(device: torch.device) -> DistInfo:
     return info
 
 
-def device_for(requested: str, info_local_rank: int | None = None) -> torch.device:
-    """`auto` picks CUDA when present (one GPU per process under torchrun)."""
+class DeviceError(ValueError):
+    """A device the recipe or command line asks for that this machine does not have."""
+
+
+def _no_cuda_reason() -> str:
+    built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+    return f"torch {torch.__version__}, {built}"
+
+
+def device_for(requested: str, info_local_rank: int | None = None, what: str = "train.device") -> torch.device:
+    """`auto` picks CUDA when present (one GPU per process under torchrun). `what`
+    names the setting in errors (`train.device`, `--device`)."""
     local = int(os.environ.get("LOCAL_RANK", "0")) if info_local_rank is None else info_local_rank
+    asked, sep = requested, " " if what.startswith("-") else "="
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         requested = f"cuda:{local}"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise DeviceError(f"{what}{sep}{asked}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={requested!r} but CUDA is not available here")
+            raise DeviceError(f"{what}{sep}{asked}: CUDA is not available on this machine "
+                              f"({_no_cuda_reason()}); use {what}{sep}cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"{what}{sep}{asked}: this machine has {count} CUDA device(s), "
+                              f"cuda:0..cuda:{count - 1}")
         torch.cuda.set_device(device)
     return device
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.data.base import IGNORE_INDEX
+
 from .metrics import ConfusionMatrix
 
 Size = Union[int, Tuple[int, int]]
@@ -117,7 +119,7 @@ def predict_logits(model: nn.Module, image: Tensor, *, mode: str = "whole",
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, *, num_classes: int,
-             class_names: Optional[Sequence[str]] = None, ignore_index: int = 255,
+             class_names: Optional[Sequence[str]] = None, ignore_index: int = IGNORE_INDEX,
              device="cpu", mode: str = "whole", crop_size: Optional[Size] = None,
              stride: Optional[Size] = None, scales: Sequence[float] = (1.0,),
              flip: bool = False, max_batches: Optional[int] = None,

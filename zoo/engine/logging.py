@@ -1,5 +1,9 @@
 """Run logging: console progress, metrics.jsonl always, wandb when asked.
 
+metrics.jsonl holds one row per logged iteration (training rows, evaluation
+rows): a run resumed at iteration N first drops the rows after N, which the
+resumed run writes again, so no iteration appears twice.
+
 wandb runs offline when no API key is configured (`WANDB_API_KEY` unset and
 no `wandb login`), so a run never blocks on the network; sync later with
 `wandb sync <run>/wandb/offline-run-*`.
@@ -13,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from zoo.fileio import atomic_write_text
+
 
 class RunLogger:
     def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int = 0, enabled: bool = True,
@@ -25,6 +31,7 @@ class RunLogger:
         self.bar = None
         if not enabled:
             return
+        _drop_rows_after(self.path, start_iter)
         if sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total_iters, initial=start_iter, dynamic_ncols=True, desc="train")
@@ -86,6 +93,21 @@ class RunLogger:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _drop_rows_after(path: Path, iteration: int) -> None:
+    """Keep the rows of iterations <= `iteration` (and no half-written last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line a kill cut short
+        if isinstance(row, dict) and isinstance(row.get("iter"), int) and row["iter"] <= iteration:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def _init_wandb(run_dir: Path, cfg, config):

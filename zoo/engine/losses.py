@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from segmentation_models_pytorch import losses as smp_losses
 
+from zoo.data.base import IGNORE_INDEX
+
 MULTICLASS = smp_losses.MULTICLASS_MODE
 
 
@@ -74,7 +76,7 @@ class SegLoss(nn.Module):
         return loss
 
 
-def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = 255,
+def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = IGNORE_INDEX,
                class_weights=None, aux_weight: float = 0.0) -> SegLoss:
     """A loss called as ``loss(logits, target, aux_logits=None)`` -> scalar.
 
@@ -97,7 +99,7 @@ def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = 255,
     return SegLoss({p: _TERMS[p](ignore_index, weights) for p in parts}, aux_weight)
 
 
-def class_frequencies(dataset, num_classes: int, ignore_index: int = 255,
+def class_frequencies(dataset, num_classes: int, ignore_index: int = IGNORE_INDEX,
                       max_images: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """(counts, image_totals), both (K,) int64, from ``dataset.load(i) -> (image, mask, name)``.
 

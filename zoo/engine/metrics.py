@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from zoo.data.base import IGNORE_INDEX
+
 
 def iou_from_confusion(cm: Tensor) -> Tensor:
     """Per-class IoU (float64) from a (K, K) matrix; NaN where the union is 0."""
@@ -49,7 +51,7 @@ class ConfusionMatrix:
     matrix moves to the device of the first batch it sees.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device=None):
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self._follow_input = device is None

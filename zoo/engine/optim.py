@@ -98,3 +98,37 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, name: str = "poly", tot
     """LambdaLR over every group (so the encoder multiplier holds throughout)."""
     factor = LRFactor(name, total_iters, warmup_iters, power, min_lr_ratio, warmup_ratio)
     return LambdaLR(optimizer, factor)
+
+
+class ScheduleChangeError(ValueError):
+    """A resumed run asked for a schedule that the saved one cannot turn into."""
+
+    def __init__(self, setting: str, saved, now):
+        super().__init__(f"schedule setting {setting!r} changed {saved} -> {now}")
+        self.setting, self.saved, self.now = setting, saved, now
+
+
+def restore_scheduler(scheduler: LambdaLR, state: dict, follow=("total_iters",)) -> dict:
+    """Load a saved `build_scheduler` state into `scheduler`, which was built from
+    the settings wanted now; returns {setting: (saved, now)} for those that changed.
+
+    The position (iterations done) comes from `state`; the schedule is this
+    scheduler's own when only settings in `follow` changed (a longer run: the
+    decay stretches to the new end from where the run stands), else
+    ScheduleChangeError. The optimizer's lrs are set from the followed schedule,
+    so the next step already uses it; unchanged settings give the saved lrs bit
+    for bit. LambdaLR would instead restore the saved factor over ours."""
+    factors = scheduler.lr_lambdas
+    saved = dict(state["lr_lambdas"][0] or {})
+    changed = {k: (saved.get(k), v) for k, v in vars(factors[0]).items() if saved.get(k) != v}
+    if list(state["base_lrs"]) != list(scheduler.base_lrs):
+        changed["base_lrs"] = (list(state["base_lrs"]), list(scheduler.base_lrs))
+    for setting, (old, new) in changed.items():
+        if setting not in follow:
+            raise ScheduleChangeError(setting, old, new)
+    scheduler.load_state_dict({**state, "lr_lambdas": [dict(vars(f)) for f in factors]})
+    lrs = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, factors)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+    return changed

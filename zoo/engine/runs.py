@@ -1,6 +1,8 @@
 """A run folder as a source: its model, metadata and recipe.
 
-Used by `tools/eval.py`, `tools/predict.py`, publishing and `zoo.load`.
+Used by `tools/eval.py`, `tools/predict.py`, publishing and `zoo.load`. A
+checkpoint file that cannot be read stops them with a `CheckpointError`
+naming the file, before any model is built.
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
 def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     """(model, meta, recipe or None) of a run folder; the model comes from
     `zoo.hub.load`, which never downloads encoder weights."""
+    from zoo.engine.checkpoint import check_readable
     from zoo.hub import load
     from zoo.recipe import load_recipe
+    check_readable(find_checkpoint(run_dir, pointer))
     model = load(run_dir, pointer=pointer, map_location=device)
     recipe_file = Path(run_dir) / "recipe.yaml"
     recipe = load_recipe(recipe_file) if recipe_file.is_file() else None
@@ -36,8 +40,8 @@ def evaluate_run(run_dir, *, split: str | None = None, pointer: str = "best", de
     of which can be overridden; writes `eval-<split>-<mode>.json`."""
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
-    from zoo.engine.trainer import make_dataset
-    dev = device_for(device)
+    from zoo.engine.data import make_dataset
+    dev = device_for(device, what="--device")
     model, meta, recipe = load_run(run_dir, pointer, dev)
     if recipe is None:
         raise FileNotFoundError(f"{run_dir}/recipe.yaml: needed to rebuild the dataset")
@@ -47,11 +51,13 @@ def evaluate_run(run_dir, *, split: str | None = None, pointer: str = "best", de
             protocol[key] = value
     split = split or recipe.data.val_split
     dataset = make_dataset(recipe.data, split, train=False)
+    ignore_index = dataset.ignore_index
     if max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=min(recipe.data.num_workers, 2))
     result = evaluate(model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
-                      device=dev, mode=protocol["mode"], crop_size=protocol.get("crop_size"),
+                      ignore_index=ignore_index, device=dev, mode=protocol["mode"],
+                      crop_size=protocol.get("crop_size"),
                       stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
                       flip=bool(protocol.get("flip")))
     result["split"] = split
@@ -71,7 +77,7 @@ def predict_files(run_dir, images, out_dir, *, pointer: str = "best", device="au
     from zoo.engine.evaluate import predict_logits
     from zoo.data.palettes import colorize
     from zoo.engine.visualize import save_png
-    dev = device_for(device)
+    dev = device_for(device, what="--device")
     model, meta, _ = load_run(run_dir, pointer, dev)
     palette = np.asarray(meta["palette"], np.uint8)
     mean, std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)

@@ -8,114 +8,43 @@ best by val mIoU), and writes `eval.json` and pictures at the end.
 
 Exact resume: batches come from a sampler that is a pure function of
 (seed, samples already seen), each sample's augmentation is seeded by its
-position in that stream, and the model/optimiser/scheduler/scaler/RNG states
-are restored from the checkpoint; in deterministic mode a run killed and
-resumed ends with the same weights as one that never stopped. Resumed with
-another number of processes, a run continues the same sample stream from
-the same position and the schedule from the same iteration (see
+position in that stream (`zoo/engine/data.py`), and the model / optimiser /
+scheduler / scaler / RNG states are restored from the newest readable
+checkpoint (`zoo/engine/resume.py`). In deterministic mode a run killed and
+resumed ends with the same weights as one that never stopped, where the
+device has deterministic kernels for every operation the model uses; what
+holds is recorded in each checkpoint (`zoo/engine/reproduce.py`). Resumed with
+another number of processes, a run continues the same sample stream from the
+same position and the schedule from the same iteration (see
 `zoo/engine/distributed.py`), but not bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader
 
-from zoo.fileio import atomic_write_json
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed as D
+from zoo.engine.data import SeededSamples, StreamSampler, make_dataset, val_loader
+from zoo.engine.reproduce import (determinism_record, rng_state, seed_everything, set_rng_state,
+                                  watch_nondeterministic)
+from zoo.fileio import atomic_write_json
 from zoo.recipe import Recipe, recipe_to_dict, save_recipe
+
+__all__ = ["Trainer", "TrainingError", "train", "train_from_files", "make_dataset", "val_loader",
+           "StreamSampler", "SeededSamples", "seed_everything", "rng_state", "set_rng_state"]
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite loss, ...); checkpoints stay intact."""
-
-
-# ----------------------------------------------------------------------------- data
-
-class StreamSampler(Sampler):
-    """Endless batches of (index, sample seed) for one rank.
-
-    The stream is the concatenation of epoch permutations, epoch e drawn from
-    (seed, e); it is cut into global batches of `batch_size * world_size`
-    (a batch may straddle two epochs) and rank r takes its slice. Sample s of
-    the stream is the same whatever the batch size and number of processes,
-    so starting at `start` samples continues the stream of the run that
-    stopped there, even with another number of processes.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1):
-        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start
-        self.rank, self.world = rank, world_size
-        self.global_batch = batch_size * world_size
-        if self.global_batch > n:
-            raise ValueError(f"data.batch_size={batch_size} x {world_size} process(es) exceeds the "
-                             f"{n} training images")
-
-    def _perm(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self):
-        first = self.start + self.rank * self.batch
-        perms: dict[int, list[int]] = {}
-        while True:
-            batch = []
-            for s in range(first, first + self.batch):
-                epoch, q = divmod(s, self.n)
-                if epoch not in perms:
-                    perms = {e: p for e, p in perms.items() if e >= epoch - 1}
-                    perms[epoch] = self._perm(epoch)
-                batch.append((perms[epoch][q], (self.seed, epoch, q)))
-            yield batch
-            first += self.global_batch
-
-
-class SeededSamples(Dataset):
-    """Applies the dataset's transform with a seed given per sample, so an
-    augmentation depends on the sample's place in the stream, not on which
-    worker process drew it."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, (seed, epoch, position) = key
-        image, mask, name = self.dataset.load(index)
-        transform = self.dataset.transform
-        transform.set_random_seed(int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0]))
-        out = transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].long(), "name": name}
-
-
-def make_dataset(data, split: str, train: bool):
-    from zoo.data import build_dataset, build_transform
-    entries = data.train_transforms if train else data.val_transforms
-    transform = build_transform(entries, train=train, family=data.dataset,
-                                crop_size=tuple(data.crop_size) if data.crop_size else None,
-                                mean=data.mean, std=data.std)
-    return build_dataset(data.dataset, data.root, split, transform=transform, **data.options)
-
-
-def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:
-    if eval_cfg.max_images is not None:
-        dataset = Subset(dataset, range(min(eval_cfg.max_images, len(dataset))))
-    # Shard without padding (a DistributedSampler would count padded images twice).
-    indices = list(range(dist_info.rank, len(dataset), dist_info.world_size))
-    return DataLoader(Subset(dataset, indices), batch_size=eval_cfg.batch_size, shuffle=False,
-                      num_workers=min(data.num_workers, 2),
-                      pin_memory=data.pin_memory and torch.cuda.is_available())
 
 
 # ----------------------------------------------------------------------------- setup
@@ -131,18 +60,6 @@ def resolve_speed(train_cfg, device: torch.device) -> dict:
         raise ValueError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
     channels_last = train_cfg.channels_last == "on" or (train_cfg.channels_last == "auto" and cuda)
     return {"amp": amp, "channels_last": channels_last, "compile": train_cfg.compile == "on"}
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 def build_model(recipe: Recipe, dataset) -> nn.Module:
@@ -162,30 +79,15 @@ def build_criterion(recipe: Recipe, dataset, device):
     t = recipe.train
     weights = t.class_weights
     if weights == "median_frequency":
-        weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes)))
+        weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes),
+                                                              dataset.ignore_index))
     if weights is not None:
         weights = torch.as_tensor(weights, dtype=torch.float32)
         if weights.numel() != len(dataset.classes):
             raise ValueError(f"train.class_weights has {weights.numel()} values for "
                              f"{len(dataset.classes)} classes")
-    return build_loss(t.loss, num_classes=len(dataset.classes), class_weights=weights,
-                      aux_weight=t.aux_weight).to(device)
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(tuple(state["numpy"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    return build_loss(t.loss, num_classes=len(dataset.classes), ignore_index=dataset.ignore_index,
+                      class_weights=weights, aux_weight=t.aux_weight).to(device)
 
 
 def eval_protocol(eval_cfg) -> dict:
@@ -200,6 +102,8 @@ class Trainer:
         self.recipe, self.run_dir = recipe, Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         t = recipe.train
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
         self.device = D.device_for(t.device)
         self.dist = D.setup(self.device)
         # Rank 0's folder for all (a default name is a timestamp, which ranks may see differ).
@@ -211,6 +115,7 @@ class Trainer:
         self.train_set = make_dataset(recipe.data, recipe.data.train_split, train=True)
         self.val_set = make_dataset(recipe.data, recipe.data.val_split, train=False)
         self.classes = list(self.train_set.classes)
+        self.ignore_index = self.train_set.ignore_index
         self.model = build_model(recipe, self.train_set).to(self.device)
         if t.sync_bn:
             self.model = D.sync_batchnorm(self.model, self.device, self.dist)
@@ -231,11 +136,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed["amp"] == "fp16")
         self.start_iter, self.samples_seen, self.best_miou = 0, 0, -1.0
         self.last_eval: dict | None = None
+        self.notes: list[str] = []  # said in the log once it is open
+        self.nondeterministic_ops: set[str] = set()
         if resume and ckpt.resolve(self.ckpt_dir, "last") is not None:
             self._resume()
         D.check_same("the point to resume from (iteration, samples seen); every process must see "
                      f"the run folder {self.run_dir}", (self.start_iter, self.samples_seen))
 
+        self.global_batch = recipe.data.batch_size * self.dist.world_size
         self.net = D.wrap(self.model, self.device, self.dist)
         if self.speed["compile"]:
             self.net = torch.compile(self.net)
@@ -247,7 +155,10 @@ class Trainer:
                 "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
                 "eval_protocol": eval_protocol(self.recipe.eval),
                 "metrics": _headline(self.last_eval), "iteration": iteration,
-                "dataset": self.recipe.data.dataset}
+                "dataset": self.recipe.data.dataset, "ignore_index": self.ignore_index,
+                "determinism": determinism_record(
+                    self.device, self.recipe.train.deterministic, threads=torch.get_num_threads(),
+                    processes=self.dist.world_size, nondeterministic_ops=self.nondeterministic_ops)}
 
     def _train_state(self, iteration: int) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -269,17 +180,13 @@ class Trainer:
         D.barrier()
 
     def _resume(self) -> None:
-        path = ckpt.resolve(self.ckpt_dir, "last")
-        self.model.load_state_dict(ckpt.load_weights(path, self.device))
-        state = ckpt.load_train_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.start_iter = state["iteration"]
-        self.samples_seen = state["samples_seen"]
-        self.best_miou = state["best_miou"]
-        self.resumed_from = path
+        from zoo.engine.resume import restore
+        r = restore(self.ckpt_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                    scaler=self.scaler, recipe=self.recipe, device=self.device, main=self.dist.is_main)
+        set_rng_state(r.rng)
+        self.start_iter, self.samples_seen, self.best_miou = r.iteration, r.samples_seen, r.best_miou
+        self.resumed_from = r.path
+        self.notes += r.notes
 
     # -- loop --------------------------------------------------------------------------
     def loader(self) -> DataLoader:
@@ -302,48 +209,27 @@ class Trainer:
             save_recipe(r, self.run_dir / "recipe.yaml")
         log = RunLogger(self.run_dir, total_iters=t.iters, start_iter=self.start_iter,
                         enabled=self.dist.is_main, wandb_cfg=r.log, config=recipe_to_dict(r))
+        log.info(f"{type(self.train_set).__name__}: {len(self.train_set)} train / {len(self.val_set)} val "
+                 f"images; device {self.device}; threads {torch.get_num_threads()}; "
+                 f"amp {self.speed['amp']}; processes {self.dist.world_size}")
+        for note in self.notes:
+            log.info(note)
         if self.start_iter:
             log.info(f"resumed from {self.resumed_from} at iteration {self.start_iter}")
-        log.info(f"{type(self.train_set).__name__}: {len(self.train_set)} train / {len(self.val_set)} val "
-                 f"images; device {self.device}; amp {self.speed['amp']}; "
-                 f"processes {self.dist.world_size}")
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.speed["amp"])
-        global_batch = r.data.batch_size * self.dist.world_size
         stream = iter(self.loader())
         self.net.train()
         window = {"n": 0, "wait": 0.0, "time": 0.0}
         try:
             for it in range(self.start_iter, t.iters):
-                t0 = time.perf_counter()
-                batch = next(stream)
-                t_data = time.perf_counter() - t0
-                x = batch["image"].to(self.device, non_blocking=True)
-                y = batch["mask"].to(self.device, non_blocking=True)
-                if self.speed["channels_last"]:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    # No aux head output when its weight is 0: DDP refuses parameters left unused.
-                    logits, aux = self.net(x, aux=True) if t.aux_weight else (self.net(x), None)
-                loss = self.criterion(logits.float(), y, None if aux is None else aux.float())
-                finite = bool(torch.isfinite(loss))
-                if not D.all_true(finite, self.device):  # all ranks stop together
-                    last = ckpt.resolve(self.ckpt_dir, "last")
-                    value = loss.item() if not finite else "on another process"
-                    raise TrainingError(
-                        f"non-finite loss ({value}) at iteration {it + 1}; stopped. "
-                        + (f"The last good checkpoint {last} is intact." if last else
-                           "No checkpoint had been written yet.")
-                        + " Lower train.lr, set train.grad_clip, or use train.amp=off.")
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if t.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.samples_seen += global_batch
-                step_time = time.perf_counter() - t0
+                # Which operations lack a deterministic kernel shows in one step: said once, recorded.
+                watching = t.deterministic and it == self.start_iter
+                with watch_nondeterministic(self.nondeterministic_ops) if watching else contextlib.nullcontext():
+                    loss, t_data, step_time = self._step(it, stream)
+                if watching and self.nondeterministic_ops:
+                    ops = sorted(self.nondeterministic_ops)
+                    log.info(f"warning: train.deterministic=true, but on {self.device.type} {', '.join(ops)} "
+                             f"{'has' if len(ops) == 1 else 'have'} no deterministic implementation: "
+                             "weights will not be bit-identical between runs")
                 window["n"] += 1
                 window["wait"] += t_data
                 window["time"] += step_time
@@ -351,7 +237,7 @@ class Trainer:
                 if done % t.log_interval == 0 or done == t.iters:
                     log.train_step(it, {"iter": done, "loss": D.mean(loss.detach()).item(),
                                         "lr": self.optimizer.param_groups[-1]["lr"],
-                                        "img_s": global_batch * window["n"] / window["time"],
+                                        "img_s": self.global_batch * window["n"] / window["time"],
                                         "data_wait": window["wait"] / window["time"]})
                     window = {"n": 0, "wait": 0.0, "time": 0.0}
                 pointers = []
@@ -371,13 +257,48 @@ class Trainer:
             log.close()
         return result
 
+    def _step(self, it: int, stream) -> tuple[torch.Tensor, float, float]:
+        """One optimisation step; returns (loss, seconds waiting for data, seconds in all)."""
+        t = self.recipe.train
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.speed["amp"])
+        t0 = time.perf_counter()
+        batch = next(stream)
+        t_data = time.perf_counter() - t0
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["mask"].to(self.device, non_blocking=True)
+        if self.speed["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            # No aux head output when its weight is 0: DDP refuses parameters left unused.
+            logits, aux = self.net(x, aux=True) if t.aux_weight else (self.net(x), None)
+        loss = self.criterion(logits.float(), y, None if aux is None else aux.float())
+        finite = bool(torch.isfinite(loss))
+        if not D.all_true(finite, self.device):  # all ranks stop together
+            last = ckpt.resolve(self.ckpt_dir, "last")
+            value = loss.item() if not finite else "on another process"
+            raise TrainingError(
+                f"non-finite loss ({value}) at iteration {it + 1}; stopped. "
+                + (f"The last good checkpoint {last} is intact." if last else
+                   "No checkpoint had been written yet.")
+                + " Lower train.lr, set train.grad_clip, or use train.amp=off.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if t.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.samples_seen += self.global_batch
+        return loss, t_data, time.perf_counter() - t0
+
     def evaluate(self) -> dict:
         from zoo.engine.evaluate import evaluate
         e = self.recipe.eval
         D.broadcast_buffers(self.model)  # one model on all ranks, whose shards are summed
         loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
         return evaluate(self.model, loader, num_classes=len(self.classes), class_names=self.classes,
-                        device=self.device, mode=e.mode, crop_size=e.crop_size, stride=e.stride,
+                        ignore_index=self.ignore_index, device=self.device, mode=e.mode, crop_size=e.crop_size, stride=e.stride,
                         scales=tuple(e.scales), flip=e.flip)
 
     def finish(self, log) -> dict:
@@ -409,6 +330,8 @@ def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device,
     paths = []
     for i in range(min(num_images, len(dataset))):
         image, mask, name = dataset.load(i)
+        # load() gives the format's unlabelled value; the run may ignore another (make_dataset).
+        mask = np.where(mask == type(dataset).ignore_index, dataset.ignore_index, mask)
         x = dataset[i]["image"][None].to(device)
         logits = model(x)
         if logits.shape[-2:] != mask.shape:  # eval transforms may resize: back to the frame

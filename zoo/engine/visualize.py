@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.base import IGNORE_INDEX
 from zoo.data.palettes import colorize
 
 
 def overlay_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette,
-                  ignore_index: int = 255, alpha: float = 0.55) -> np.ndarray:
+                  ignore_index: int = IGNORE_INDEX, alpha: float = 0.55) -> np.ndarray:
     """image | ground truth over image | prediction over image, side by side."""
     def blend(mask):
         colour = colorize(mask, palette, ignore_index).astype(np.float32)

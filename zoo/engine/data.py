@@ -1,0 +1,98 @@
+"""The training data stream and the evaluation loader.
+
+`StreamSampler` and `SeededSamples` make the training batches a pure
+function of (seed, samples already seen), so a resumed run draws exactly the
+batches and augmentations the uninterrupted one would have; `make_dataset`
+builds a recipe's dataset and transform; `val_loader` shards evaluation.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+
+class StreamSampler(Sampler):
+    """Endless batches of (index, sample seed) for one rank.
+
+    The stream is the concatenation of epoch permutations, epoch e drawn from
+    (seed, e); it is cut into global batches of `batch_size * world_size`
+    (a batch may straddle two epochs) and rank r takes its slice. Sample s of
+    the stream is the same whatever the batch size and number of processes,
+    so starting at `start` samples continues the stream of the run that
+    stopped there, even with another number of processes.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start
+        self.rank, self.world = rank, world_size
+        self.global_batch = batch_size * world_size
+        if self.global_batch > n:
+            raise ValueError(f"data.batch_size={batch_size} x {world_size} process(es) exceeds the "
+                             f"{n} training images")
+
+    def _perm(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        first = self.start + self.rank * self.batch
+        perms: dict[int, list[int]] = {}
+        while True:
+            batch = []
+            for s in range(first, first + self.batch):
+                epoch, q = divmod(s, self.n)
+                if epoch not in perms:
+                    perms = {e: p for e, p in perms.items() if e >= epoch - 1}
+                    perms[epoch] = self._perm(epoch)
+                batch.append((perms[epoch][q], (self.seed, epoch, q)))
+            yield batch
+            first += self.global_batch
+
+
+class SeededSamples(Dataset):
+    """Applies the dataset's transform with a seed given per sample, so an
+    augmentation depends on the sample's place in the stream, not on which
+    worker process drew it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, (seed, epoch, position) = key
+        image, mask, name = self.dataset.load(index)
+        transform = self.dataset.transform
+        transform.set_random_seed(int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0]))
+        out = transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long(), "name": name}
+
+
+def make_dataset(data, split: str, train: bool):
+    """The recipe's dataset for `split` with its transform. Its `ignore_index` is
+    `data.ignore_index` when set, else the dataset's own; the transform pads
+    crops with it and relabels the dataset's own unlabelled value to it."""
+    from zoo.data import build_dataset, build_transform
+    dataset = build_dataset(data.dataset, data.root, split, **data.options)
+    native = dataset.ignore_index
+    if data.ignore_index is not None:
+        dataset.ignore_index = data.ignore_index
+    entries = data.train_transforms if train else data.val_transforms
+    dataset.transform = build_transform(entries, train=train, family=data.dataset,
+                                        crop_size=tuple(data.crop_size) if data.crop_size else None,
+                                        mean=data.mean, std=data.std, ignore_index=dataset.ignore_index,
+                                        relabel={native: dataset.ignore_index})
+    return dataset
+
+
+def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:
+    if eval_cfg.max_images is not None:
+        dataset = Subset(dataset, range(min(eval_cfg.max_images, len(dataset))))
+    # Shard without padding (a DistributedSampler would count padded images twice).
+    indices = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    return DataLoader(Subset(dataset, indices), batch_size=eval_cfg.batch_size, shuffle=False,
+                      num_workers=min(data.num_workers, 2),
+                      pin_memory=data.pin_memory and torch.cuda.is_available())
