@@ -67,8 +67,15 @@ class ConvNormAct(nn.Sequential):
         padding = dilation * (kernel_size - 1) // 2
         conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
         norm, act = norm_factory(norm_layer), act_factory(act_layer)
-        layers = [conv_cls(in_channels, out_channels, kernel_size, padding=padding,
-                           dilation=dilation, bias=norm is None)]
+        conv = conv_cls(in_channels, out_channels, kernel_size, padding=padding,
+                        dilation=dilation, bias=norm is None)
+        # He initialisation (normal, fan-in), as U-Net's paper prescribes: PyTorch's default
+        # (uniform with a = sqrt(5)) starts the decoder about sqrt(3) times too small, and the
+        # learning-parity benchmark against smp measured it (zoo/parity.py, MODEL_CARD.md).
+        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers = [conv]
         if norm is not None:
             layers.append(norm(out_channels))
         if act is not None:

@@ -19,10 +19,8 @@ layer follows each).
 
 The papers' stride-1 deconvolutions are computed as convolutions: at stride
 1 a transposed convolution is a convolution with the kernel flipped, the
-same family of functions with the same parameters, and every backend has
-well-tested kernels for it (CPU bf16 channels_last backward of a 7x7
-transposed convolution on a 2x2 map returned non-finite weight gradients
-now and then in torch 2.14).
+same family of functions with the same parameters, and convolutions are
+the best-served kernels on every backend.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ optionally beside the matching segmentation_models_pytorch model (zoo/bench.py).
     python tools/benchmark.py --arch unet pspnet --upsample bilinear transposed   # a grid
     python tools/benchmark.py --device cuda --recipe-defaults --against smp --smp-eager-fp32
     python tools/benchmark.py --arch unet --breakdown --threads 2     # zoo vs smp, part by part
+    python tools/benchmark.py --learning --arch unet pspnet --data ../shared/data/camvid \
+        --seeds 0 1 --learning-iters 500 --out runs/parity    # zoo vs smp, one sample stream
 """
 import argparse
 
@@ -37,7 +39,34 @@ def parse(argv=None):
     p.add_argument("--json", default=None, metavar="PATH", help="write {'meta', 'rows'} here")
     p.add_argument("--breakdown", action="store_true",
                    help="U-Net only: time each part (encoder, decoder stages, classifier) of zoo and smp")
+    g = p.add_argument_group("learning parity (--learning): zoo vs smp trained on one sample stream")
+    g.add_argument("--learning", action="store_true",
+                   help="train each --arch (unet, pspnet) beside its smp counterpart (zoo/parity.py)")
+    g.add_argument("--data", default=None, metavar="ROOT",
+                   help="CamVid root (SegNet layout); default: the embedded synthetic scenes")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    g.add_argument("--learning-iters", type=int, default=500)
+    g.add_argument("--learning-batch", type=int, default=8)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--frame", type=int, nargs=2, default=[180, 240], metavar=("H", "W"))
+    g.add_argument("--crop", type=int, nargs=2, default=[176, 224], metavar=("H", "W"))
+    g.add_argument("--out", default="runs/parity", help="JSON and loss-curve plot go here")
     return p.parse_args(argv)
+
+
+def learning(args):
+    from zoo.bench import parse_model_args
+    from zoo.parity import format_summary, run_parity, write
+    zoo_args = parse_model_args(args.arg)
+    for arch in args.arch:
+        for encoder in args.encoder:
+            report = run_parity(arch, encoder=encoder, root=args.data, seeds=tuple(args.seeds),
+                                iters=args.learning_iters, batch=args.learning_batch, lr=args.lr,
+                                frame=tuple(args.frame), crop=tuple(args.crop), device=args.device,
+                                zoo_args=zoo_args)
+            print(format_summary(report))
+            for path in write(report, args.out):
+                print(f"wrote {path}")
 
 
 def main(argv=None):
@@ -46,6 +75,8 @@ def main(argv=None):
     from zoo.bench import format_breakdown, grid, parse_model_args, run_grid, unet_breakdown
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.learning:
+        return learning(args)
     speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
     if args.recipe_defaults:
         from types import SimpleNamespace

@@ -1,0 +1,60 @@
+"""Learning parity with smp (zoo/parity.py): one sample stream, both models, a report."""
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo import parity
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def test_the_sample_stream_is_a_function_of_the_seed():
+    _, a = parity.sample_stream(None, None, None, batch=3, seed=4)
+    _, b = parity.sample_stream(None, None, None, batch=3, seed=4)
+    _, c = parity.sample_stream(None, None, None, batch=3, seed=5)
+    first_a, first_b, first_c = next(a), next(b), next(c)
+    assert torch.equal(first_a["image"], first_b["image"]) and torch.equal(first_a["mask"], first_b["mask"])
+    assert not torch.equal(first_a["image"], first_c["image"])
+
+
+def test_smp_pairs_match_the_zoo_decoder_and_say_how_pspnet_differs():
+    pytest.importorskip("segmentation_models_pytorch")
+    ours, theirs, note = parity.build_pair("unet", "resnet18", 5)
+    ours_widths = [s.convs[-1][0].out_channels for s in ours.head.stages]
+    theirs_widths = [b.conv2[0].out_channels for b in theirs.decoder.blocks]
+    assert ours_widths == theirs_widths == [256, 128, 64, 32, 16]
+    _, _, note = parity.build_pair("pspnet", "resnet18", 5)
+    assert "not dilated" in note
+    with pytest.raises(ValueError, match="compares unet, pspnet, not 'fcn8s'"):
+        parity.build_pair("fcn8s", "resnet18", 5)
+
+
+def test_summary_takes_the_last_forty_percent_of_the_curve():
+    runs = [{"zoo": {"loss": [9.0] * 6 + [1.0] * 4, "val_mIoU": 0.5, "params": 2e6, "step_s": 1.0},
+             "smp": {"loss": [9.0] * 6 + [3.0] * 4, "val_mIoU": 0.3, "params": 1e6, "step_s": 2.0}},
+            {"zoo": {"loss": [9.0] * 6 + [2.0] * 4, "val_mIoU": 0.7, "params": 2e6, "step_s": 1.0},
+             "smp": {"loss": [9.0] * 6 + [3.0] * 4, "val_mIoU": 0.3, "params": 1e6, "step_s": 2.0}}]
+    s = parity.summarize(runs, iters=10)
+    assert s["zoo"]["late_loss"] == (1.5, pytest.approx(0.7071067811865476))
+    assert s["zoo"]["val_mIoU"][0] == pytest.approx(0.6)
+    assert s["smp"]["late_loss"] == (3.0, 0.0) and s["smp"]["params_m"] == 1.0
+
+
+@pytest.mark.slow
+def test_learning_benchmark_cli_on_embedded_data(tmp_path, capsys):
+    """A small run of `tools/benchmark.py --learning`: both curves, both mIoUs, a plot."""
+    pytest.importorskip("segmentation_models_pytorch")
+    main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
+    main(["--learning", "--arch", "unet", "--encoder", "resnet18", "--seeds", "0", "1",
+          "--learning-iters", "6", "--learning-batch", "2", "--out", str(tmp_path), "--threads", "1"])
+    report = json.loads((tmp_path / "parity_unet_resnet18.json").read_text())
+    assert [r["seed"] for r in report["runs"]] == [0, 1]
+    for run in report["runs"]:
+        for name in ("zoo", "smp"):
+            assert len(run[name]["loss"]) == 6 and all(v > 0 for v in run[name]["loss"])
+            assert 0 <= run[name]["val_mIoU"] <= 1
+    assert (tmp_path / "parity_unet_resnet18.png").stat().st_size > 1000
+    assert "| zoo |" in capsys.readouterr().out

@@ -1,0 +1,215 @@
+"""Learning parity with segmentation_models_pytorch: one sample stream, two models.
+
+`run_parity(...)` trains a zoo model and its smp counterpart side by side
+from scratch, step for step on the same batches (the same images, crops,
+flips, in the same order), with the same optimiser (AdamW, poly decay),
+loss (cross-entropy, void ignored) and number of iterations, for several
+seeds, and reports each one's training-loss curve, val mIoU at the end,
+parameters and step time, as JSON and a plot. It answers "does this model
+learn as fast as the best peer's", which matching parameter counts and
+throughput do not.
+
+Pairs: `unet` against `smp.Unet` (same encoder depth and decoder widths,
+smp's default nearest interpolation), `pspnet` against `smp.PSPNet`. smp's
+PSPNet is not dilated: it cuts the encoder after its third stage (stride
+8) and upsamples x8 at the end, where the zoo's PSPNet dilates the whole
+encoder to output stride 8 (as the paper); the report says so.
+
+Data: CamVid (`root`, SegNet layout) with frames resized to `frame` and
+random `crop`s plus horizontal flips for training, val frames resized to
+`frame` (labels nearest); or the embedded synthetic scenes (`root=None`).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAIRS = ("unet", "pspnet")
+
+
+def build_pair(arch: str, encoder: str, num_classes: int, zoo_args: dict | None = None):
+    """(zoo model, smp model, note on how they differ)."""
+    import segmentation_models_pytorch as smp
+
+    import zoo
+    from zoo.bench import smp_encoder_name
+    if arch not in PAIRS:
+        raise ValueError(f"learning parity compares {', '.join(PAIRS)}, not {arch!r}")
+    ours = zoo.create(arch, encoder=encoder, num_classes=num_classes, **(zoo_args or {}))
+    enc = smp_encoder_name(encoder)
+    if arch == "unet":
+        widths = [stage.convs[-1][0].out_channels for stage in ours.head.stages]
+        theirs = smp.Unet(enc, encoder_weights=None, encoder_depth=len(widths),
+                          decoder_channels=widths, classes=num_classes)
+        note = f"smp.Unet({enc}, decoder_channels={tuple(widths)}), nearest interpolation"
+    else:
+        theirs = smp.PSPNet(enc, encoder_weights=None, classes=num_classes)
+        note = (f"smp.PSPNet({enc}): encoder cut after stage 3 (stride 8, not dilated), x8 "
+                "bilinear at the end; the zoo's PSPNet dilates the full encoder to stride 8")
+    return ours, theirs, note
+
+
+def sample_stream(root, frame, crop, batch: int, seed: int, train: bool = True):
+    """The dataset and an endless iterator of batches, a pure function of `seed`."""
+    from torch.utils.data import DataLoader
+
+    from zoo.data import build_dataset, build_transform
+    from zoo.engine.data import SeededSamples, StreamSampler
+    if root is None:
+        family, entries = "synthetic", [{"name": "HorizontalFlip", "params": {"p": 0.5}}]
+        val_entries = []
+    else:
+        family = "camvid"
+        resize = {"name": "Resize", "params": {"height": frame[0], "width": frame[1]}}
+        entries = [resize, {"name": "RandomCrop", "params": {"height": crop[0], "width": crop[1]}},
+                   {"name": "HorizontalFlip", "params": {"p": 0.5}}]
+        val_entries = [resize]
+    split = "train" if train else "val"
+    transform = build_transform(entries if train else val_entries, train=train, family=family,
+                                crop_size=None)
+    data = build_dataset(family, root, split, transform=transform)
+    if not train:
+        return data, None
+    sampler = StreamSampler(len(data), batch, seed)
+    loader = DataLoader(SeededSamples(data), batch_sampler=sampler, num_workers=0)
+    return data, iter(loader)
+
+
+def poly(optimizer, iters: int, power: float = 0.9):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 - min(t, iters) / iters) ** power)
+
+
+@torch.no_grad()
+def val_miou(model: nn.Module, data, num_classes: int, device) -> float:
+    from zoo.engine.metrics import ConfusionMatrix
+    model.eval()
+    cm = ConfusionMatrix(num_classes, data.ignore_index, device=device)
+    for i in range(len(data)):
+        sample = data[i]
+        logits = model(sample["image"][None].to(device))
+        cm.update(logits.argmax(1), sample["mask"][None].to(device))
+    model.train()
+    return cm.compute()["mIoU"]
+
+
+def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seeds=(0, 1),
+               iters: int = 500, batch: int = 8, lr: float = 1e-3, weight_decay: float = 1e-2,
+               frame=(180, 240), crop=(176, 224), device: str = "cpu", zoo_args: dict | None = None,
+               log=print) -> dict:
+    """Train both models of `arch` on one sample stream per seed; returns the JSON report."""
+    device = torch.device(device)
+    val, _ = sample_stream(root, frame, crop, batch, 0, train=False)
+    k = len(val.classes)
+    runs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        ours, theirs, note = build_pair(arch, encoder, k, zoo_args)
+        models = {"zoo": ours.to(device).train(), "smp": theirs.to(device).train()}
+        opts = {n: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=weight_decay) for n, m in models.items()}
+        scheds = {n: poly(o, iters) for n, o in opts.items()}
+        losses = {n: [] for n in models}
+        seconds = {n: 0.0 for n in models}
+        _, stream = sample_stream(root, frame, crop, batch, seed)
+        for it in range(iters):
+            b = next(stream)
+            x, y = b["image"].to(device), b["mask"].to(device)
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                opts[name].zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(x), y, ignore_index=val.ignore_index)
+                loss.backward()
+                opts[name].step()
+                scheds[name].step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds[name] += time.perf_counter() - t0
+                losses[name].append(loss.item())
+            if (it + 1) % max(1, iters // 10) == 0:
+                log(f"[{arch} seed {seed}] {it + 1}/{iters}  " +
+                    "  ".join(f"{n} {statistics.mean(v[-(iters // 10):]):.3f}" for n, v in losses.items()))
+        run = {"seed": seed, "note": note}
+        for name, model in models.items():
+            run[name] = {"loss": losses[name], "val_mIoU": val_miou(model, val, k, device),
+                         "params": sum(p.numel() for p in model.parameters()),
+                         "step_s": seconds[name] / iters}
+        log(f"[{arch} seed {seed}] val mIoU zoo {run['zoo']['val_mIoU']:.4f}  smp {run['smp']['val_mIoU']:.4f}")
+        runs.append(run)
+    return {"arch": arch, "encoder": encoder, "iters": iters, "batch": batch, "lr": lr,
+            "weight_decay": weight_decay, "frame": list(frame), "crop": list(crop),
+            "data": "camvid" if root is not None else "synthetic", "device": str(device),
+            "zoo_args": zoo_args or {}, "runs": runs, "summary": summarize(runs, iters)}
+
+
+def _mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(runs: list[dict], iters: int) -> dict:
+    """Per model: val mIoU and the mean training loss over the last 40% of
+    iterations (300-500 of 500), mean and std over seeds; params; step time."""
+    lo = int(iters * 0.6)
+    out = {}
+    for name in ("zoo", "smp"):
+        out[name] = {
+            "val_mIoU": _mean_std([r[name]["val_mIoU"] for r in runs]),
+            "late_loss": _mean_std([statistics.mean(r[name]["loss"][lo:]) for r in runs]),
+            "params_m": runs[0][name]["params"] / 1e6,
+            "step_s": statistics.mean(r[name]["step_s"] for r in runs),
+        }
+    return out
+
+
+def format_summary(report: dict) -> str:
+    s, lo = report["summary"], int(report["iters"] * 0.6)
+    lines = [f"{report['arch']} / {report['encoder']}: {len(report['runs'])} seed(s), {report['iters']} "
+             f"iterations, batch {report['batch']} of {report['crop']} crops ({report['data']}), "
+             f"{report['device']}; {report['runs'][0]['note']}",
+             f"| model | val mIoU | train loss, iterations {lo}-{report['iters']} | params (M) | s / step |",
+             "|---|---|---|---|---|"]
+    for name in ("zoo", "smp"):
+        m = s[name]
+        lines.append(f"| {name} | {m['val_mIoU'][0]:.4f} ± {m['val_mIoU'][1]:.4f} | "
+                     f"{m['late_loss'][0]:.4f} ± {m['late_loss'][1]:.4f} | {m['params_m']:.2f} | "
+                     f"{m['step_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path, window: int = 20) -> Path:
+    """Training-loss curves (running mean over `window` steps; band: min-max over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    for name, colour in (("zoo", "tab:blue"), ("smp", "tab:orange")):
+        curves = np.array([np.convolve(r[name]["loss"], np.ones(window) / window, mode="valid")
+                           for r in report["runs"]])
+        steps = np.arange(curves.shape[1]) + window
+        miou = report["summary"][name]["val_mIoU"][0]
+        ax.plot(steps, curves.mean(0), color=colour, label=f"{name} (val mIoU {miou:.3f})")
+        ax.fill_between(steps, curves.min(0), curves.max(0), color=colour, alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"training loss (mean of {window})")
+    ax.set_title(f"{report['arch']} / {report['encoder']}: zoo vs smp, one sample stream", fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write(report: dict, out_dir) -> list[Path]:
+    from zoo.fileio import atomic_write_json
+    out_dir = Path(out_dir)
+    stem = f"parity_{report['arch']}_{report['encoder']}"
+    atomic_write_json(out_dir / f"{stem}.json", report)
+    return [out_dir / f"{stem}.json", plot(report, out_dir / f"{stem}.png")]
