@@ -33,7 +33,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def cli_rows(tmp_path_factory, one_thread):
     """One CLI run: unet with smp beside it, and fcn8s (no smp counterpart)."""
-    pytest.importorskip("segmentation_models_pytorch")
     path = tmp_path_factory.mktemp("bench") / "rows.json"
     main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
     main(["--arch", "unet", "fcn8s", "--encoder", "test_resnet", "--upsample", "nearest",
@@ -63,7 +62,7 @@ def test_json_shape_and_row_keys(cli_rows):
 
 
 def test_smp_unet_matches_widths_encoder_and_interpolation():
-    smp = pytest.importorskip("segmentation_models_pytorch")
+    import segmentation_models_pytorch as smp
     s = spec("unet", "bilinear")
     ours = bench.build_zoo(s)
     theirs, comparable, note = bench.build_smp(s, ours)
@@ -77,7 +76,6 @@ def test_smp_unet_matches_widths_encoder_and_interpolation():
 
 
 def test_smp_counterparts_flag_what_differs():
-    pytest.importorskip("segmentation_models_pytorch")
     s = spec("unet", "transposed")
     _, comparable, note = bench.build_smp(s, bench.build_zoo(s))
     assert not comparable and "cannot transposed" in note
@@ -90,7 +88,6 @@ def test_smp_counterparts_flag_what_differs():
 
 
 def test_smp_encoder_names():
-    pytest.importorskip("segmentation_models_pytorch")
     assert bench.smp_encoder_name("resnet18") == "resnet18"
     assert bench.smp_encoder_name("test_resnet") == "tu-test_resnet"
 
@@ -142,7 +139,6 @@ def test_aux_head_is_trained_when_weighted():
 
 
 def test_unet_breakdown_parts():
-    pytest.importorskip("segmentation_models_pytorch")
     s = spec("unet", "nearest")
     s.size = (32, 32)
     rows = bench.unet_breakdown(s, iters=1)

@@ -125,3 +125,21 @@ def test_round_trip(tmp_path):
     assert torch.equal(ckpt.load_weights(folder)["w"], torch.full((3,), 1.5))
     state = ckpt.load_train_state(folder)
     assert state["it"] == 4 and torch.equal(state["step"], torch.tensor(4))
+
+
+def test_zoo_load_names_a_truncated_weights_file(tmp_path):
+    """zoo.load on a run folder and on a bare checkpoint folder whose weights were cut short."""
+    import zoo
+    model = zoo.create("unet", encoder="test_resnet", num_classes=3, decoder_channels=(8, 8, 8, 8, 8))
+    run = tmp_path / "run"
+    folder = ckpt.save_checkpoint(run / "checkpoints", "iter_000001", model_state=model.state_dict(),
+                                  meta={"model": {"name": "unet", "encoder": "test_resnet", "num_classes": 3,
+                                                  "decoder_channels": [8, 8, 8, 8, 8]}, "iteration": 1})
+    ckpt.set_pointer(run / "checkpoints", "last", folder, iteration=1)
+    assert zoo.load(run).meta["iteration"] == 1
+    weights = _truncated(folder / "model.safetensors")
+    for source in (run, folder):
+        with pytest.raises(ckpt.CheckpointError) as info:
+            zoo.load(source)
+        assert str(info.value) == (f"{weights}: truncated or corrupt safetensors file "
+                                   "(incomplete metadata, file not fully covered)")

@@ -2,6 +2,8 @@
 import runpy
 from pathlib import Path
 
+import onnxruntime as ort  # the [dev] extra installs the exporters
+import onnxscript  # noqa: F401  the dynamo-based ONNX exporter needs it
 import pytest
 import torch
 from torch import nn
@@ -9,8 +11,6 @@ from torch import nn
 import zoo
 from zoo.export import export_model, format_table, short_reason
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")  # the dynamo-based ONNX exporter needs it
 SIZES = [(64, 64), (96, 128)]  # export size, second size (both must match eager)
 ODD = (97, 131)  # probed: reported as any_size / limit
 CONFIGS = {  # small head widths keep the traces short

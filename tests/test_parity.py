@@ -21,7 +21,6 @@ def test_the_sample_stream_is_a_function_of_the_seed():
 
 
 def test_smp_pairs_match_the_zoo_decoder_and_say_how_pspnet_differs():
-    pytest.importorskip("segmentation_models_pytorch")
     ours, theirs, note = parity.build_pair("unet", "resnet18", 5)
     ours_widths = [s.convs[-1][0].out_channels for s in ours.head.stages]
     theirs_widths = [b.conv2[0].out_channels for b in theirs.decoder.blocks]
@@ -46,7 +45,6 @@ def test_summary_takes_the_last_forty_percent_of_the_curve():
 @pytest.mark.slow
 def test_learning_benchmark_cli_on_embedded_data(tmp_path, capsys):
     """A small run of `tools/benchmark.py --learning`: both curves, both mIoUs, a plot."""
-    pytest.importorskip("segmentation_models_pytorch")
     main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
     main(["--learning", "--arch", "unet", "--encoder", "resnet18", "--seeds", "0", "1",
           "--learning-iters", "6", "--learning-batch", "2", "--out", str(tmp_path), "--threads", "1"])

@@ -288,9 +288,9 @@ def _plain(v):
 
 def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
     """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
-    from safetensors.torch import load_file
+    from zoo.engine.checkpoint import read_tensors
+    state = read_tensors(Path(weights))  # names the file when it is truncated or corrupt
     model = build_architecture(model_kwargs)
-    state = load_file(str(weights), device="cpu")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -170,7 +170,8 @@ def _read_json(path: Path):
         raise CheckpointError(f"{path}: truncated or corrupt JSON file ({e})") from None
 
 
-def _read_tensors(path: Path, device="cpu") -> dict:
+def read_tensors(path: Path, device="cpu") -> dict:
+    """A safetensors file's tensors; a missing, truncated or corrupt file raises an error naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing from the checkpoint folder")
     try:
@@ -206,7 +207,7 @@ def load_meta(checkpoint: Path) -> dict:
 
 
 def load_weights(checkpoint: Path, device="cpu") -> dict:
-    return _read_tensors(Path(checkpoint) / "model.safetensors", device)
+    return read_tensors(Path(checkpoint) / "model.safetensors", device)
 
 
 def load_train_state(checkpoint: Path) -> dict:
@@ -214,7 +215,7 @@ def load_train_state(checkpoint: Path) -> dict:
     skeleton = _read_json(checkpoint / "state.json") if (checkpoint / "state.json").is_file() else None
     if skeleton is None:
         raise FileNotFoundError(f"{checkpoint / 'state.json'}: missing from the checkpoint folder")
-    tensors = _read_tensors(checkpoint / "state.safetensors")
+    tensors = read_tensors(checkpoint / "state.safetensors")
     try:
         return unflatten_state(skeleton, tensors)
     except (KeyError, TypeError, AttributeError) as e:
