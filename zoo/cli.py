@@ -41,8 +41,8 @@ def message(e: BaseException) -> str:
 def run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 — sorted below
         # A worker killed by a signal (often out of memory) is no bug in the code either.
