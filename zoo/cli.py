@@ -18,9 +18,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from zoo.data.base import DataError
     from zoo.engine.checkpoint import CheckpointError
     from zoo.engine.distributed import DeviceError
+    from zoo.encoders import EncoderWeightsError
     from zoo.engine.trainer import TrainingError
     from zoo.recipe import RecipeError
-    return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, FileNotFoundError, ValueError)
+    return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, EncoderWeightsError,
+            FileNotFoundError, ValueError)
 
 
 def message(e: BaseException) -> str:
