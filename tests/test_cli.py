@@ -85,7 +85,8 @@ def test_truncated_weights_are_named_by_eval_and_predict(trained, tmp_path, caps
     import shutil
 
     from zoo.engine import checkpoint as ckpt
-    from zoo.engine.runs import evaluate_run, predict_files
+    from zoo.engine.runs import evaluate_run
+    from zoo.infer import predict_files
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     weights = ckpt.resolve(run_dir / "checkpoints", "best") / "model.safetensors"

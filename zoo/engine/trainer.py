@@ -310,7 +310,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "eval.json", result)
             pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
                                       self.last_eval, self.classes, self.device,
-                                      self.recipe.log.num_images)
+                                      self.recipe.log.num_images, eval_protocol(self.recipe.eval))
             log.images(self.recipe.train.iters - 1, pictures)
         D.barrier()
         return result
@@ -323,9 +323,12 @@ def _headline(result: dict | None) -> dict:
 
 
 @torch.no_grad()
-def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int) -> list[Path]:
+def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
+                   protocol: dict | None = None) -> list[Path]:
     """Prediction overlays for the first val images and the confusion matrix."""
     from zoo.engine.visualize import confusion_png, overlay_panel, save_png
+    from zoo.infer import frame_scores
+    protocol = protocol or {}
     model.eval()
     paths = []
     for i in range(min(num_images, len(dataset))):
@@ -333,11 +336,9 @@ def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device,
         # load() gives the format's unlabelled value; the run may ignore another (make_dataset).
         mask = np.where(mask == type(dataset).ignore_index, dataset.ignore_index, mask)
         x = dataset[i]["image"][None].to(device)
-        logits = model(x)
-        if logits.shape[-2:] != mask.shape:  # eval transforms may resize: back to the frame
-            logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear",
-                                                     align_corners=False)
-        pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        # As zoo.predict reads an image: the eval protocol, scores resized to the frame.
+        pred = frame_scores(model, x, mask.shape, protocol, len(classes)).argmax(1)[0]
+        pred = pred.cpu().numpy().astype(np.uint8)
         panel = overlay_panel(image, mask, pred, dataset.palette, dataset.ignore_index)
         paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
     if "confusion" in result:
