@@ -326,7 +326,7 @@ def _headline(result: dict | None) -> dict:
 def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
                    protocol: dict | None = None) -> list[Path]:
     """Prediction overlays for the first val images and the confusion matrix."""
-    from zoo.engine.visualize import confusion_png, overlay_panel, save_png
+    from zoo.engine.visualize import confusion_png, run_picture, save_png
     from zoo.infer import frame_scores
     protocol = protocol or {}
     model.eval()
@@ -339,7 +339,7 @@ def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device,
         # As zoo.predict reads an image: the eval protocol, scores resized to the frame.
         pred = frame_scores(model, x, mask.shape, protocol, len(classes)).argmax(1)[0]
         pred = pred.cpu().numpy().astype(np.uint8)
-        panel = overlay_panel(image, mask, pred, dataset.palette, dataset.ignore_index)
+        panel = run_picture(image, mask, pred, dataset.palette, classes, dataset.ignore_index)
         paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
     if "confusion" in result:
         paths.append(confusion_png(result["confusion"], classes, Path(out_dir) / "confusion.png",
