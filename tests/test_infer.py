@@ -124,6 +124,22 @@ def test_predict_tool_takes_folders_and_published_folders(trained, published, tm
         image_files([empty])
 
 
+def test_an_entry_name_predicts_and_evaluates_like_its_run(trained, tmp_path, monkeypatch, capsys):
+    from zoo.engine.runs import evaluate_run
+    from zoo.publish import publish
+    entry = publish(trained, "tiny_entry", tmp_path / "tiny_entry")
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"entries": [entry.to_dict()]}))
+    monkeypatch.setenv("ZOO_INDEX", str(index))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "cache"))
+    frame = _val(trained).load(2)[0]
+    np.testing.assert_array_equal(zoo.predict("tiny_entry", frame, device="cpu").mask,
+                                  zoo.predict(trained, frame, device="cpu").mask)  # the recipe's resize too
+    by_entry = evaluate_run("tiny_entry", device="cpu", max_images=2)
+    by_run = evaluate_run(trained, device="cpu", max_images=2)
+    assert by_entry["confusion"] == by_run["confusion"]
+
+
 def test_eval_tool_on_a_published_folder(trained, published, capsys):
     from tools.eval import main
     assert not (published / "recipe.yaml").exists()
