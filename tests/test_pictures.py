@@ -91,7 +91,7 @@ def test_miou_axis_follows_the_data_with_seed_error_bars(kept, tmp_path):
 
 def test_one_seed_says_differences_within_noise_are_not_findings(kept, tmp_path):
     plots.dots(_groups(seeds=1), tmp_path / "m.png", metric="miou", ylabel="val mIoU", title="t")
-    notes = [t.get_text() for t in kept[0].axes[0].texts]
+    notes = [" ".join(t.get_text().split()) for t in kept[0].axes[0].texts]
     assert notes == ["one seed per configuration: no error bars, and differences within seed noise "
                      "are not findings"]
 

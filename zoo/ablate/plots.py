@@ -58,7 +58,7 @@ def _grouped(groups, title: str, ylabel: str):
     ups = list(dict.fromkeys(g.upsample for g in groups))
     colors = upsampler_colors(ups)
     width = 0.8 / len(ups)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(archs) * max(1, len(ups) / 4) + 1.5), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(archs) * max(1, len(ups) / 4) + 1.5), 3.4))
     xs = {g.name: archs.index(g.family) + (ups.index(g.upsample) - (len(ups) - 1) / 2) * width
           for g in groups}
     from matplotlib.patches import Patch
@@ -98,9 +98,10 @@ def dots(groups, path: Path, *, metric: str, ylabel: str, title: str) -> Path:
     one_seed = max(len(g.runs) for g in groups) == 1
     ax.set_ylim(lo - pad, hi + pad * (2.5 if one_seed else 1))  # room for the note
     if one_seed:
-        ax.text(0.01, 0.98, "one seed per configuration: no error bars, and differences within seed "
-                "noise are not findings", transform=ax.transAxes, fontsize=6.5, va="top",
-                color="#a00000")
+        import textwrap
+        note = textwrap.fill("one seed per configuration: no error bars, and differences within seed "
+                             "noise are not findings", width=int(fig.get_figwidth() * 15))
+        ax.text(0.01, 0.98, note, transform=ax.transAxes, fontsize=6.5, va="top", color="#a00000")
     fig.tight_layout()
     return save_small(fig, path)
 
