@@ -5,7 +5,21 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def threads_from_env() -> int:
+    """ZOO_TEST_THREADS, else OMP_NUM_THREADS, else 2 (at most the cores there are):
+    on a busy machine `OMP_NUM_THREADS=1 pytest` keeps the suite from oversubscribing."""
+    for var in ("ZOO_TEST_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise pytest.UsageError(f"{var}={value!r}: expected a positive number of threads")
+            return int(value)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+torch.set_num_threads(threads_from_env())
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

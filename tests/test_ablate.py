@@ -163,6 +163,8 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
         assert (run / "ablation.json").is_file()
 
     md = (out / "README.md").read_text()
+    assert md.index("## Predictions") < md.index("## Results")  # what a person looks at comes first
+    assert "One seed per configuration" in md  # the grid has seeds: [0]
     results = _first_table(md.split("## Results", 1)[1])
     assert len(results) == 1 and results[0].startswith("| unet | ")  # mIoU, arch x upsampler
     assert len(results[0].split(" | ")) == 5

@@ -85,7 +85,8 @@ def test_truncated_weights_are_named_by_eval_and_predict(trained, tmp_path, caps
     import shutil
 
     from zoo.engine import checkpoint as ckpt
-    from zoo.engine.runs import evaluate_run, predict_files
+    from zoo.engine.runs import evaluate_run
+    from zoo.infer import predict_files
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     weights = ckpt.resolve(run_dir / "checkpoints", "best") / "model.safetensors"
@@ -100,3 +101,45 @@ def test_truncated_weights_are_named_by_eval_and_predict(trained, tmp_path, caps
         line = _error_line(capsys, predict_files, run_dir, [image], tmp_path / "out", device="cpu")
     assert line == (f"error: {weights}: truncated or corrupt safetensors file "
                     "(incomplete metadata, file not fully covered)")
+
+
+def _imagenet_recipe(tmp_path):
+    recipe = tmp_path / "real.yaml"
+    recipe.write_text("model: {name: unet, encoder: test_resnet, encoder_weights: imagenet}\n"
+                      "data: {dataset: synthetic, num_workers: 0, options: {num_images: 2, size: 32}}\n")
+    return recipe
+
+
+@pytest.mark.parametrize("setting", ["HF_HUB_OFFLINE", "ZOO_OFFLINE", "unreachable"])
+def test_real_recipe_without_network_fails_fast_in_one_line(tmp_path, capsys, monkeypatch, setting):
+    """No ~50 s of download retries and no traceback: one line naming the override, in seconds."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from zoo.engine.trainer import train_from_files
+    monkeypatch.setattr("zoo.encoders._cached_in_hub", lambda name: False)
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    if setting == "HF_HUB_OFFLINE":  # huggingface_hub reads the variable once, at import
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    elif setting == "ZOO_OFFLINE":
+        monkeypatch.setenv("ZOO_OFFLINE", "yes")
+    import albumentations  # noqa: F401  (import time is not what is measured)
+    import timm  # noqa: F401
+    start = time.perf_counter()
+    line = _error_line(capsys, train_from_files, _imagenet_recipe(tmp_path), [], run_dir=tmp_path / "run")
+    assert time.perf_counter() - start < 5
+    assert line.startswith("error: encoder_weights='imagenet' for 'test_resnet' ")
+    assert line.endswith("pass model.encoder_weights=null in a recipe (encoder_weights=None in Python) "
+                         "or a local .safetensors file")
+    expected = {"HF_HUB_OFFLINE": "offline mode is set (HF_HUB_OFFLINE=1)",
+                "ZOO_OFFLINE": "offline mode is set (ZOO_OFFLINE=yes)",
+                "unreachable": f"the hub cannot be reached (127.0.0.1:{port}: "}[setting]
+    assert expected in line

@@ -1,6 +1,7 @@
 """zoo.data: miniature trees in the official layouts, label remapping, errors that name the culprit."""
 import json
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -100,6 +101,44 @@ def test_voc_train_aug(voc_root):
     ds = build_dataset("voc", root, "train_aug")
     assert len(ds) == 1
     np.testing.assert_array_equal(ds.load(0)[1], labels["b"])
+
+
+def test_voc_train_aug_without_sbd_says_how_to_train_on_voc(voc_root):
+    root, _ = voc_root
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").unlink()
+    with pytest.raises(FileNotFoundError) as e:
+        build_dataset("voc", root, "train_aug")
+    assert str(e.value) == (f"split train_aug (VOC 2012 + SBD) needs {root}/ImageSets/Segmentation/"
+                            "train_aug.txt, which does not exist; add SBD's SegmentationClassAug masks "
+                            "and train_aug.txt, or pass data.train_split=train to train on plain VOC 2012")
+    shutil.rmtree(root / "SegmentationClassAug")
+    with pytest.raises(FileNotFoundError, match=rf"needs {re.escape(str(root))}/SegmentationClassAug, "
+                                                 r"which does not exist; .*data.train_split=train"):
+        build_dataset("voc", root, "train_aug")
+
+
+def test_relative_roots_resolve_from_the_current_folder_or_zoo_data(tmp_path, monkeypatch):
+    from zoo.data.base import resolve_root
+    work, store = tmp_path / "work", tmp_path / "store"
+    (work / "local").mkdir(parents=True)
+    (store / "shared").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    assert resolve_root(None) is None
+    assert resolve_root("local") == work / "local"
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_root("shared")
+    assert str(e.value) == (f"data.root 'shared' not found: {work}/shared (the current folder) does not "
+                            "exist; a relative root is read from the current folder or from $ZOO_DATA "
+                            "(not set)")
+    monkeypatch.setenv("ZOO_DATA", str(store))
+    assert resolve_root("shared") == store / "shared"
+    assert resolve_root("local") == work / "local"  # the current folder first
+    assert resolve_root(str(store / "x")) == store / "x"  # absolute: as given (the dataset names it)
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_root("camvid")
+    assert str(e.value) == (f"data.root 'camvid' not found: neither {work}/camvid (the current folder) "
+                            f"nor {store}/camvid ($ZOO_DATA) exists")
 
 
 def test_voc_missing_list_file_and_bad_label(voc_root):

@@ -253,4 +253,6 @@ def test_pictures_when_eval_transforms_resize(tmp_path):
     recipe.log.num_images = 1
     train(recipe, tmp_path / "run")
     panel = Image.open(next((tmp_path / "run" / "pictures").glob("00_*.png")))
-    assert panel.size == (3 * 48 + 2 * 4, 48)  # image | truth | prediction at the 48x48 frame
+    from zoo.engine.visualize import MIN_PANEL_WIDTH
+    f = -(-MIN_PANEL_WIDTH // 48)  # the 48x48 frame, enlarged by a whole factor, not the 32x40 input
+    assert panel.size[0] == 3 * 48 * f + 2 * 4 and panel.size[1] > 48 * f  # + titles and legend

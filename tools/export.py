@@ -2,16 +2,19 @@
 parity with the eager model at two sizes (zoo/export.py).
 
     python tools/export.py --model unet --arg encoder=resnet18 --arg num_classes=19 --out exported/unet
+    python tools/export.py --model runs/unet_camvid --out exported/unet_camvid    # a trained run
     python tools/export.py --all --encoder test_resnet --out /tmp/export_grid   # every arch x upsampler
 """
 import argparse
 import functools
+from pathlib import Path
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="registered name, built with zoo.create(name, **args)")
+    what.add_argument("--model", help="run folder, published folder, zoo entry name, or an architecture "
+                                      "name built untrained with zoo.create(name, **args)")
     what.add_argument("--all", action="store_true", help="every architecture x upsampler, tiny heads")
     p.add_argument("--arg", action="append", default=[], metavar="K=V",
                    help="zoo.create argument, value read as YAML (repeatable)")
@@ -30,22 +33,29 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
+def export_one(args) -> dict:
+    from zoo.bench import parse_model_args
+    from zoo.export import export_model
+    from zoo.registry import builder_params
+    from zoo.sources import load_source
+    model = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg)).model
+    arch = model.config["name"]
+    name = arch if args.model == arch else Path(args.model).name
+    reports = export_model(model, args.out, args.formats, args.size, dynamic=not args.static,
+                           check_size=args.check_size, odd_size=args.odd_size, atol=args.atol, name=name)
+    default = getattr(builder_params(arch).get("upsample"), "default", "-")
+    return {"arch": arch, "upsample": model.config.get("upsample", default), **reports}
+
+
 def main(argv=None):
     args = parse(argv)
-    from zoo.bench import parse_model_args
-    from zoo.export import export_grid, export_model, format_table
+    from zoo.export import export_grid, format_table
     if args.all:
         log = functools.partial(print, flush=True)
         rows = export_grid(args.out, encoder=args.encoder, formats=args.formats, size=args.size, log=log)
     else:
-        import zoo
-        model = zoo.create(args.model, **parse_model_args(args.arg))
-        reports = export_model(model, args.out, args.formats, args.size, dynamic=not args.static,
-                               check_size=args.check_size, odd_size=args.odd_size, atol=args.atol,
-                               name=args.model)
-        from zoo.registry import builder_params
-        default = getattr(builder_params(args.model).get("upsample"), "default", "-")
-        rows = [{"arch": args.model, "upsample": model.config.get("upsample", default), **reports}]
+        from zoo.cli import run
+        rows = [run(export_one, args)]
     print(format_table(rows, args.formats))
     failed = [f"{r['arch']}/{r['upsample']} {f}" for r in rows for f in args.formats if not r[f]["ok"]]
     if failed:

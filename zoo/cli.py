@@ -18,9 +18,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from zoo.data.base import DataError
     from zoo.engine.checkpoint import CheckpointError
     from zoo.engine.distributed import DeviceError
+    from zoo.encoders import EncoderWeightsError
     from zoo.engine.trainer import TrainingError
     from zoo.recipe import RecipeError
-    return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, FileNotFoundError, ValueError)
+    return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, EncoderWeightsError,
+            FileNotFoundError, ValueError)
 
 
 def message(e: BaseException) -> str:
@@ -41,8 +43,8 @@ def message(e: BaseException) -> str:
 def run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 — sorted below
         # A worker killed by a signal (often out of memory) is no bug in the code either.

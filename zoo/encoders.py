@@ -33,6 +33,13 @@ from decoders.blocks import EncoderOutput, FeatureInfo
 DILATABLE_FAMILIES = ("resnet", "resnext", "resnest", "seresnet", "regnet", "efficientnet",
                       "mobilenetv2", "mobilenetv3", "mixnet", "convnext", "test_resnet",
                       "test_efficientnet", "test_convnext")
+
+
+class EncoderWeightsError(RuntimeError):
+    """Encoder weights that cannot be had (no network, offline mode, unreadable file): a
+    user's setting to change, not a bug, so command lines print it as one line."""
+
+
 NO_NETWORK_HINT = ("pass model.encoder_weights=null in a recipe (encoder_weights=None in Python) "
                    "or a local .safetensors file")
 
@@ -82,24 +89,40 @@ def _cached_in_hub(name: str) -> bool:
         return False
 
 
+def _offline_setting() -> str | None:
+    """The variable that puts this process offline: ZOO_OFFLINE (zoo.download's reading)
+    or HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE (huggingface_hub's own reading)."""
+    from zoo.download import offline
+    if offline():
+        return f"ZOO_OFFLINE={os.environ['ZOO_OFFLINE']}"
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        return f"{var}={os.environ.get(var, '1')}"
+    return None
+
+
 def _pretrained_kwargs(name: str, weights: str | None) -> dict:
     """timm's own pretrained mechanism: 'imagenet' downloads the default tag,
     a path loads a local file (safetensors only) through the same code. Without
     network a download fails in a few seconds with the override to use, not
     after timm's minute of retries."""
-    from zoo.download import offline
     if weights is None:
         return {"pretrained": False}
     if weights == "imagenet":
         if _cached_in_hub(name):
             return {"pretrained": True}
-        if offline():
-            raise RuntimeError(f"encoder_weights='imagenet' for {name!r} needs a download and offline "
-                               f"mode is set (ZOO_OFFLINE / HF_HUB_OFFLINE); {NO_NETWORK_HINT}")
+        setting = _offline_setting()
+        if setting:
+            raise EncoderWeightsError(f"encoder_weights='imagenet' for {name!r} needs a download and "
+                                      f"offline mode is set ({setting}); {NO_NETWORK_HINT}")
         ok, why = _hub_reachable()
         if not ok:
-            raise RuntimeError(f"encoder_weights='imagenet' for {name!r} downloads timm's weights, but "
-                               f"the hub cannot be reached ({why}); {NO_NETWORK_HINT}")
+            raise EncoderWeightsError(f"encoder_weights='imagenet' for {name!r} downloads timm's "
+                                      f"weights, but the hub cannot be reached ({why}); {NO_NETWORK_HINT}")
         return {"pretrained": True}
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -190,11 +213,11 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder {name!r} does not support features_only: {e}") from e
         except RuntimeError as e:
             if weights is not None and "feature" not in str(e).lower():
-                raise RuntimeError(f"could not load encoder_weights={weights!r} for {name!r}: {e}; "
+                raise EncoderWeightsError(f"could not load encoder_weights={weights!r} for {name!r}: {e}; "
                                    f"{NO_NETWORK_HINT}") from e
             raise ValueError(f"encoder {name!r} does not support features_only: {e}") from e
         except OSError as e:  # hub download failures surface as OSError subclasses
-            raise RuntimeError(f"could not download encoder_weights={weights!r} for {name!r}: {e}; "
+            raise EncoderWeightsError(f"could not download encoder_weights={weights!r} for {name!r}: {e}; "
                                f"{NO_NETWORK_HINT}") from e
 
     def _hook(self, pool_name: str):

@@ -359,8 +359,17 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     return recipe_from_dict(raw, str(path))
 
 
+def dump_recipe(r: Recipe) -> str:
+    """The resolved recipe as YAML: every key, defaults included, in schema order."""
+    return yaml.dump(recipe_to_dict(r), Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=None, allow_unicode=True)
+
+
+def format_recipe(path: str | Path, overrides: Sequence[str] = ()) -> str:
+    """`tools/train.py --print-recipe`: the recipe file with overrides applied, resolved."""
+    return dump_recipe(load_recipe(path, overrides))
+
+
 def save_recipe(r: Recipe, path: str | Path) -> None:
     """Write the resolved recipe as YAML, atomically (temp file, then os.replace)."""
-    text = yaml.dump(recipe_to_dict(r), Dumper=_Dumper, sort_keys=False,
-                     default_flow_style=None, allow_unicode=True)
-    atomic_write_text(Path(path), text)
+    atomic_write_text(Path(path), dump_recipe(r))

@@ -1,7 +1,10 @@
 """The report's figures (matplotlib, Agg), saved as small palette PNGs.
 
-- `bars`: a metric by upsampler, grouped per architecture; bars are the mean
-  over seeds, error bars the std, dots the seeds.
+- `dots`: a metric by upsampler, grouped per architecture, on an axis scaled
+  to the data: markers are the mean over seeds, error bars the std, dots the
+  seeds (mIoU, whose spread is a few hundredths).
+- `bars`: the same from zero on a linear axis, each bar labelled with its
+  value (the checkerboard score, whose values span orders of magnitude).
 - `pareto`: mIoU against latency, one point per configuration, the Pareto
   front (lowest latency for its mIoU) drawn as a step line.
 - `heatmap`: per-class IoU, configurations x classes.
@@ -31,7 +34,7 @@ def save_small(fig, path: Path, colors: int = 256) -> Path:
     from PIL import Image
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)  # no clipped label
     plt.close(fig)
     buf.seek(0)
     image = Image.open(buf).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
@@ -47,33 +50,77 @@ def upsampler_colors(upsamplers) -> dict:
     return {u: cmap(i % 10) for i, u in enumerate(upsamplers)}
 
 
-def bars(groups, path: Path, *, metric: str, ylabel: str, title: str, log: bool = False) -> Path:
-    """`groups`: the aggregated configurations (report.Group), in grid order."""
+def _grouped(groups, title: str, ylabel: str):
+    """A figure with one slot per configuration, upsamplers side by side within each
+    architecture; returns (fig, ax, {group name: x}, colours)."""
     plt = _plt()
     archs = list(dict.fromkeys(g.family for g in groups))
     ups = list(dict.fromkeys(g.upsample for g in groups))
     colors = upsampler_colors(ups)
     width = 0.8 / len(ups)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(archs) * max(1, len(ups) / 4) + 1.5), 3.2))
-    for g in groups:
-        x = archs.index(g.family) + (ups.index(g.upsample) - (len(ups) - 1) / 2) * width
-        values = [getattr(r, metric) for r in g.runs]
-        mean = float(np.mean(values))
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        ax.bar(x, mean, width * 0.9, yerr=std, color=colors[g.upsample], capsize=2,
-               error_kw={"elinewidth": 0.8})
-        ax.scatter([x] * len(values), values, s=6, color="black", zorder=3)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(archs) * max(1, len(ups) / 4) + 1.5), 3.4))
+    xs = {g.name: archs.index(g.family) + (ups.index(g.upsample) - (len(ups) - 1) / 2) * width
+          for g in groups}
     from matplotlib.patches import Patch
-    handles = [Patch(color=colors[u], label=u) for u in ups]
-    if log:
-        ax.set_yscale("log", nonpositive="clip")
     ax.set_xticks(range(len(archs)), archs, fontsize=8)
+    ax.set_xlim(-0.5, len(archs) - 0.5)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(handles=handles, fontsize=7, ncol=min(len(ups), 4), loc="upper center",
-              bbox_to_anchor=(0.5, -0.12), frameon=False)
+    ax.legend(handles=[Patch(color=colors[u], label=u) for u in ups], fontsize=7,
+              ncol=min(len(ups), 4), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    return fig, ax, xs, colors, width
+
+
+def _seed_stats(g, metric: str) -> tuple[list[float], float, float]:
+    values = [getattr(r, metric) for r in g.runs]
+    return values, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def dots(groups, path: Path, *, metric: str, ylabel: str, title: str) -> Path:
+    """Mean over seeds (a bar-free marker) with a ± std error bar and every seed as a dot,
+    on an axis scaled to the data: differences of a hundredth stay visible, and no bar
+    length suggests a ratio the truncated axis would not bear."""
+    fig, ax, xs, colors, _ = _grouped(groups, title, ylabel)
+    lows, highs = [], []
+    for g in groups:
+        values, mean, std = _seed_stats(g, metric)
+        x = xs[g.name]
+        ax.errorbar(x, mean, yerr=std if std else None, fmt="o", color=colors[g.upsample], markersize=6,
+                    markeredgecolor="black", markeredgewidth=0.5, capsize=3, elinewidth=1, zorder=3)
+        if len(values) > 1:
+            ax.scatter([x + 0.06] * len(values), values, s=7, color="black", zorder=4)
+        lows.append(min(values + [mean - std]))
+        highs.append(max(values + [mean + std]))
+    lo, hi = min(lows), max(highs)
+    pad = max(hi - lo, 1e-3) * 0.15
+    one_seed = max(len(g.runs) for g in groups) == 1
+    ax.set_ylim(lo - pad, hi + pad * (2.5 if one_seed else 1))  # room for the note
+    if one_seed:
+        import textwrap
+        note = textwrap.fill("one seed per configuration: no error bars, and differences within seed "
+                             "noise are not findings", width=int(fig.get_figwidth() * 15))
+        ax.text(0.01, 0.98, note, transform=ax.transAxes, fontsize=6.5, va="top", color="#a00000")
+    fig.tight_layout()
+    return save_small(fig, path)
+
+
+def bars(groups, path: Path, *, metric: str, ylabel: str, title: str) -> Path:
+    """Bars from zero on a linear axis (mean over seeds, ± std, seeds as dots), each
+    labelled with its value so the small ones stay readable without a log scale."""
+    fig, ax, xs, colors, width = _grouped(groups, title, ylabel)
+    top = 0.0
+    for g in groups:
+        values, mean, std = _seed_stats(g, metric)
+        x = xs[g.name]
+        ax.bar(x, mean, width * 0.9, yerr=std if std else None, color=colors[g.upsample], capsize=2,
+               error_kw={"elinewidth": 0.8})
+        ax.scatter([x] * len(values), values, s=6, color="black", zorder=3)
+        ax.annotate(f"{mean:.1g}", (x, max(values + [mean + std])), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=5.5)
+        top = max(top, *values, mean + std)
+    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
     fig.tight_layout()
     return save_small(fig, path)
 
@@ -93,9 +140,7 @@ def pareto(groups, front: list[int], path: Path) -> Path:
     if pts:
         xs, ys = zip(*pts)
         ax.step(xs, ys, where="post", color="black", linewidth=0.8, alpha=0.6, label="Pareto front")
-        for i in front:
-            ax.annotate(groups[i].name, (groups[i].latency_ms, groups[i].miou), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+        _label_front(ax, [groups[i] for i in front])
     from matplotlib.patches import Patch
     for a in archs:
         ax.scatter([], [], marker=markers[archs.index(a) % len(markers)], color="white",
@@ -111,6 +156,20 @@ def pareto(groups, front: list[int], path: Path) -> Path:
               frameon=False)
     fig.tight_layout()
     return save_small(fig, path)
+
+
+def _label_front(ax, front) -> None:
+    """Names of the Pareto points, pointing inward from the axis edges so none is clipped,
+    and stacked where neighbours would overlap."""
+    x_lo, x_hi = ax.get_xlim()
+    ordered = sorted(front, key=lambda g: g.latency_ms)
+    for k, g in enumerate(ordered):
+        right_half = g.latency_ms > (x_lo + x_hi) / 2
+        dy = 4 + 9 * (k % 2)  # neighbours on the front alternate heights
+        ax.annotate(g.name, (g.latency_ms, g.miou), fontsize=6, xytext=(-4 if right_half else 4, -dy),
+                    textcoords="offset points", ha="right" if right_half else "left", va="top",
+                    arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "0.4"},
+                    annotation_clip=False)
 
 
 def heatmap(groups, classes, path: Path) -> Path:
@@ -147,10 +206,11 @@ def crop_window(truth: np.ndarray, thin_ids, size: tuple[int, int]) -> tuple[int
 
 
 def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title: str,
-                ignore_index: int = 255) -> Path:
+                ignore_index: int = 255, classes=None) -> Path:
     """`columns`: [(label, [prediction (H, W) per image])]; `images` and `truth`
-    are lists too (sizes may differ). Each image gets a row and a zoom row."""
-    from matplotlib.patches import Rectangle
+    are lists too (sizes may differ). Each image gets a row and a zoom row; with
+    `classes`, a legend of their colours runs under the grid."""
+    from matplotlib.patches import Patch, Rectangle
 
     from zoo.data.palettes import colorize
     plt = _plt()
@@ -179,5 +239,17 @@ def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title:
     for ax in axes.flat:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=8, y=0.995)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.3 / fig.get_figheight())
+    bottom = 0.005
+    if classes:
+        handles = [Patch(facecolor=np.asarray(palette[c]) / 255, edgecolor="0.4", label=name)
+                   for c, name in enumerate(classes)]
+        handles.append(Patch(facecolor="black", edgecolor="0.4", label="not labelled"))
+        per_row = max(1, int(fig.get_figwidth() / 1.1))
+        rows = -(-len(handles) // per_row)
+        extra = 0.2 * rows + 0.1
+        fig.set_figheight(fig.get_figheight() + extra)
+        bottom = extra / fig.get_figheight()
+        fig.legend(handles=handles, loc="lower center", ncol=per_row, fontsize=6.5, frameon=False,
+                   handlelength=1.2, columnspacing=1.0, bbox_to_anchor=(0.5, 0.0))
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=bottom, top=1 - 0.3 / fig.get_figheight())
     return save_small(fig, path)

@@ -227,8 +227,13 @@ def _document(ablation, out, results, groups, figures, missing, command, device,
     if not_applicable:
         blocks += [("p", "Not applicable (these combinations do not exist, so nothing was trained):"),
                    ("ul", [f"`{name}`: {why}" for name, why in not_applicable.items()])]
-    blocks += [("h2", "Results (mean ± std over seeds)"),
-               ("p", "val mIoU, architecture x upsampler:"),
+    blocks += _predictions(figures)  # first: what a person looks at
+    blocks += [("h2", "Results (mean ± std over seeds)")]
+    if max(len(g.runs) for g in groups) == 1:
+        blocks.append(("p", "One seed per configuration: the table has no spread to compare against, "
+                            "and a difference within seed noise (which this grid does not measure) is "
+                            "not a finding. Add seeds to the grid before drawing conclusions."))
+    blocks += [("p", "val mIoU, architecture x upsampler:"),
                ("table", *pivot_table(groups, lambda g: _pm(g.miou, g.miou_std))),
                ("p", "Checkerboard score of the final logits (lower: smoother):"),
                ("table", *pivot_table(groups, lambda g: _pm(g.checkerboard, g.checkerboard_std,
@@ -240,18 +245,22 @@ def _document(ablation, out, results, groups, figures, missing, command, device,
                ("img", figures["pareto"], "mIoU against latency"),
                ("img", figures["checkerboard"], "checkerboard score by upsampler"),
                ("h2", "Per-class IoU (mean over seeds)"), ("table", *per_class_table(groups, classes)),
-               ("img", figures["heatmap"], "per-class IoU heat map"),
-               ("h2", "Predictions"),
-               ("p", "The same val images (spread over the split) predicted by every upsampler "
-                     "(lowest seed); under each image, a 2x zoom on the half-size window with the most ground-truth pixels of "
-                     f"{', '.join(figures['thin']) or 'the thin classes (none set: centre crop)'}.")]
-    blocks += [("img", path, f"predictions: {label}") for label, path in figures["qualitative"]]
+               ("img", figures["heatmap"], "per-class IoU heat map")]
     blocks += [("h2", "Decoder steps"),
                ("p", "What each configuration's upsampling steps read (`model.upsampling()`):"),
                ("table", *steps_table(groups))]
     blocks += [("h2", "Measurements"), ("ul", list(MEASUREMENTS)),
                ("h2", "All runs"), ("table", *runs_table(results, out))]
     return blocks
+
+
+def _predictions(figures) -> list[tuple]:
+    return [("h2", "Predictions"),
+            ("p", "The same val images (spread over the split) predicted by every upsampler "
+                  "(lowest seed); under each image, a 2x zoom on the half-size window with the most "
+                  "ground-truth pixels of "
+                  f"{', '.join(figures['thin']) or 'the thin classes (none set: centre crop)'}.")] + \
+        [("img", path, f"predictions: {label}") for label, path in figures["qualitative"]]
 
 
 def _md_table(header, rows) -> str:
@@ -321,10 +330,10 @@ def _figures(ablation, out, results, groups) -> dict:
     classes = results[0].m["classes"]
     palette = np.asarray(results[0].m["palette"], np.uint8)
     figures = {
-        "miou": plots.bars(groups, out / "miou_by_upsampler.png", metric="miou", ylabel="val mIoU",
-                           title="val mIoU by upsampler (bars: mean, dots: seeds)"),
+        "miou": plots.dots(groups, out / "miou_by_upsampler.png", metric="miou", ylabel="val mIoU",
+                           title="val mIoU by upsampler (markers: mean ± std over seeds, dots: seeds)"),
         "checkerboard": plots.bars(groups, out / "checkerboard.png", metric="checkerboard",
-                                   ylabel="checkerboard score (log scale)", log=True,
+                                   ylabel="checkerboard score",
                                    title="checkerboard score of the final logits (lower: smoother)"),
         "pareto": plots.pareto(groups, pareto_front([(g.latency_ms, g.miou) for g in groups]),
                                out / "pareto.png"),
@@ -344,7 +353,8 @@ def _figures(ablation, out, results, groups) -> dict:
         slug = re.sub(r"[^A-Za-z0-9_.]+", "_", family)
         path = plots.qualitative(columns, first["image"], first["truth"], palette, thin,
                                  out / f"predictions_{slug}.png", title=f"{family} (seed "
-                                 f"{min(r.cell.seed for g in members for r in g.runs)})")
+                                 f"{min(r.cell.seed for g in members for r in g.runs)})",
+                                 classes=classes)
         figures["qualitative"].append((family, path))
     return figures
 

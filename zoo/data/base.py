@@ -48,6 +48,28 @@ def require_dir(path: Path, layout: str) -> Path:
     return path
 
 
+def resolve_root(root) -> Path | None:
+    """A recipe's `data.root` as an absolute path. A relative root is read from the
+    current folder, or from `$ZOO_DATA` when it is set and the folder exists there;
+    when neither holds it, the error names every absolute path tried."""
+    if root is None:
+        return None
+    path = Path(root).expanduser()
+    if path.is_absolute():
+        return path
+    tried = [(Path.cwd() / path, "the current folder")]
+    if os.environ.get("ZOO_DATA"):
+        tried.append((Path(os.environ["ZOO_DATA"]).expanduser().absolute() / path, "$ZOO_DATA"))
+    for candidate, _ in tried:
+        if candidate.exists():
+            return candidate
+    where = " nor ".join(f"{c} ({what})" for c, what in tried)
+    if len(tried) == 1:
+        raise FileNotFoundError(f"data.root {str(root)!r} not found: {where} does not exist; a relative "
+                                "root is read from the current folder or from $ZOO_DATA (not set)")
+    raise FileNotFoundError(f"data.root {str(root)!r} not found: neither {where} exists")
+
+
 def require_file(path: Path, layout: str) -> Path:
     path = Path(path)
     if not path.is_file():

@@ -36,6 +36,17 @@ def _find_voc_root(root: Path) -> Path:
     return require_dir(root / "JPEGImages", LAYOUT)  # raises, naming the folder
 
 
+def _require_sbd(mask_dir: Path, lst: Path) -> None:
+    """train_aug needs the SBD masks converted to VOC's format; without them, say how
+    to train on VOC 2012 alone instead."""
+    for path, is_there in ((mask_dir, mask_dir.is_dir()), (lst, lst.is_file())):
+        if not is_there:
+            raise FileNotFoundError(
+                f"split train_aug (VOC 2012 + SBD) needs {path}, which does not exist; add SBD's "
+                "SegmentationClassAug masks and train_aug.txt, or pass data.train_split=train "
+                "to train on plain VOC 2012")
+
+
 class VOCSegmentation(SegDataset):
     classes = VOC_CLASSES
     palette = VOC_PALETTE
@@ -44,10 +55,13 @@ class VOCSegmentation(SegDataset):
                  aug_dir: str = "SegmentationClassAug", list_file: str | Path | None = None):
         super().__init__(root, split, transform)
         self.root = _find_voc_root(self.root)
-        mask_dir = require_dir(self.root / (aug_dir if split == "train_aug" else "SegmentationClass"), LAYOUT)
+        mask_dir = self.root / (aug_dir if split == "train_aug" else "SegmentationClass")
         lst = Path(list_file) if list_file else self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not lst.is_absolute() and not lst.exists():
             lst = self.root / lst
+        if split == "train_aug":
+            _require_sbd(mask_dir, lst)
+        require_dir(mask_dir, LAYOUT)
         names = [Path(line.split()[0]).stem for line in require_file(lst, LAYOUT).read_text().splitlines()
                  if line.strip()]
         if not names:

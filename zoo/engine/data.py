@@ -72,11 +72,13 @@ class SeededSamples(Dataset):
 
 
 def make_dataset(data, split: str, train: bool):
-    """The recipe's dataset for `split` with its transform. Its `ignore_index` is
+    """The recipe's dataset for `split` with its transform, its root resolved
+    (`zoo.data.base.resolve_root`: the current folder or $ZOO_DATA). Its `ignore_index` is
     `data.ignore_index` when set, else the dataset's own; the transform pads
     crops with it and relabels the dataset's own unlabelled value to it."""
     from zoo.data import build_dataset, build_transform
-    dataset = build_dataset(data.dataset, data.root, split, **data.options)
+    from zoo.data.base import resolve_root
+    dataset = build_dataset(data.dataset, resolve_root(data.root), split, **data.options)
     native = dataset.ignore_index
     if data.ignore_index is not None:
         dataset.ignore_index = data.ignore_index

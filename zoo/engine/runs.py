@@ -1,14 +1,13 @@
-"""A run folder as a source: its model, metadata and recipe.
+"""A run folder as a source: its model, metadata and recipe; evaluation of any source.
 
-Used by `tools/eval.py`, `tools/predict.py`, publishing and `zoo.load`. A
-checkpoint file that cannot be read stops them with a `CheckpointError`
-naming the file, before any model is built.
+Used by `tools/eval.py`, the ablation report and `zoo.load`. A checkpoint
+file that cannot be read stops them with a `CheckpointError` naming the file,
+before any model is built.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from zoo.fileio import atomic_write_json
@@ -33,18 +32,23 @@ def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     return model, model.meta, recipe
 
 
-def evaluate_run(run_dir, *, split: str | None = None, pointer: str = "best", device="auto",
+def evaluate_run(source, *, split: str | None = None, pointer: str = "best", device="auto",
                  mode=None, crop_size=None, stride=None, scales=None, flip=None,
-                 max_images=None) -> dict:
-    """Evaluate a run's checkpoint with the protocol stored in it, any part
-    of which can be overridden; writes `eval-<split>-<mode>.json`."""
+                 max_images=None, data_root: str | None = None) -> dict:
+    """Evaluate a trained model (a run folder, a published folder whose config.json
+    carries the recipe, or an entry with one) with the protocol stored with its
+    weights, any part of which can be overridden. `data_root` replaces the
+    recipe's `data.root`. A run folder gets `eval-<split>-<mode>.json`."""
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
     from zoo.engine.data import make_dataset
+    from zoo.sources import load_source, require_recipe
     dev = device_for(device, what="--device")
-    model, meta, recipe = load_run(run_dir, pointer, dev)
-    if recipe is None:
-        raise FileNotFoundError(f"{run_dir}/recipe.yaml: needed to rebuild the dataset")
+    src = load_source(source, pointer=pointer, device=dev)
+    model, meta = src.model, src.meta
+    recipe = require_recipe(src, source, "evaluation")
+    if data_root is not None:
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
     protocol = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
     for key, value in dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip).items():
         if value is not None:
@@ -61,43 +65,9 @@ def evaluate_run(run_dir, *, split: str | None = None, pointer: str = "best", de
                       stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
                       flip=bool(protocol.get("flip")))
     result["split"] = split
-    result["checkpoint"] = str(find_checkpoint(run_dir, pointer))
-    atomic_write_json(Path(run_dir) / f"eval-{split}-{protocol['mode']}.json", result)
+    if src.run_dir is not None:
+        result["checkpoint"] = str(find_checkpoint(src.run_dir, pointer))
+        atomic_write_json(src.run_dir / f"eval-{split}-{protocol['mode']}.json", result)
+    else:
+        result["checkpoint"] = str(meta.get("source", source))
     return result
-
-
-@torch.no_grad()
-def predict_files(run_dir, images, out_dir, *, pointer: str = "best", device="auto") -> list[Path]:
-    """Palette masks (`<stem>_mask.png`) and overlays (`<stem>_overlay.png`)
-    for image files, with the run's normalisation and evaluation protocol."""
-    from PIL import Image
-
-    from zoo.data.base import read_image
-    from zoo.engine.distributed import device_for
-    from zoo.engine.evaluate import predict_logits
-    from zoo.data.palettes import colorize
-    from zoo.engine.visualize import save_png
-    dev = device_for(device, what="--device")
-    model, meta, _ = load_run(run_dir, pointer, dev)
-    palette = np.asarray(meta["palette"], np.uint8)
-    mean, std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
-    p = meta.get("eval_protocol") or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in images:
-        image = read_image(Path(path))
-        x = torch.from_numpy(((image / 255.0 - mean) / std).astype(np.float32)).permute(2, 0, 1)[None]
-        logits = predict_logits(model, x.to(dev), mode=p.get("mode", "whole"),
-                                crop_size=p.get("crop_size"), stride=p.get("stride"),
-                                scales=tuple(p.get("scales") or (1.0,)), flip=bool(p.get("flip")),
-                                num_classes=len(meta["classes"]))
-        pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-        mask = Image.fromarray(pred, mode="P")
-        mask.putpalette(palette.flatten().tolist())
-        stem = Path(path).stem
-        mask_path = out_dir / f"{stem}_mask.png"
-        mask.save(mask_path)
-        overlay = (0.5 * image + 0.5 * colorize(pred, palette)).astype(np.uint8)
-        written += [mask_path, save_png(overlay, out_dir / f"{stem}_overlay.png")]
-    return written

@@ -106,7 +106,7 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.device = D.device_for(t.device)
         self.dist = D.setup(self.device)
-        # Rank 0's folder for all (a default name is a timestamp, which ranks may see differ).
+        # Rank 0's folder for all: one run folder, whatever each process was told.
         self.run_dir = Path(D.broadcast_object(str(self.run_dir)))
         self.ckpt_dir = self.run_dir / "checkpoints"
         seed_everything(t.seed, t.deterministic)
@@ -310,7 +310,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "eval.json", result)
             pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
                                       self.last_eval, self.classes, self.device,
-                                      self.recipe.log.num_images)
+                                      self.recipe.log.num_images, eval_protocol(self.recipe.eval))
             log.images(self.recipe.train.iters - 1, pictures)
         D.barrier()
         return result
@@ -323,9 +323,12 @@ def _headline(result: dict | None) -> dict:
 
 
 @torch.no_grad()
-def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int) -> list[Path]:
+def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
+                   protocol: dict | None = None) -> list[Path]:
     """Prediction overlays for the first val images and the confusion matrix."""
-    from zoo.engine.visualize import confusion_png, overlay_panel, save_png
+    from zoo.engine.visualize import confusion_png, run_picture, save_png
+    from zoo.infer import frame_scores
+    protocol = protocol or {}
     model.eval()
     paths = []
     for i in range(min(num_images, len(dataset))):
@@ -333,12 +336,10 @@ def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device,
         # load() gives the format's unlabelled value; the run may ignore another (make_dataset).
         mask = np.where(mask == type(dataset).ignore_index, dataset.ignore_index, mask)
         x = dataset[i]["image"][None].to(device)
-        logits = model(x)
-        if logits.shape[-2:] != mask.shape:  # eval transforms may resize: back to the frame
-            logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear",
-                                                     align_corners=False)
-        pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-        panel = overlay_panel(image, mask, pred, dataset.palette, dataset.ignore_index)
+        # As zoo.predict reads an image: the eval protocol, scores resized to the frame.
+        pred = frame_scores(model, x, mask.shape, protocol, len(classes)).argmax(1)[0]
+        pred = pred.cpu().numpy().astype(np.uint8)
+        panel = run_picture(image, mask, pred, dataset.palette, classes, dataset.ignore_index)
         paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
     if "confusion" in result:
         paths.append(confusion_png(result["confusion"], classes, Path(out_dir) / "confusion.png",
@@ -354,26 +355,26 @@ def train(recipe: Recipe, run_dir: Path, *, resume: bool = True) -> dict:
         D.cleanup()
 
 
-def default_run_dir(recipe_path: Path) -> Path:
-    return Path("runs") / f"{Path(recipe_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; its message names the folder, the iteration and the resume command."""
 
 
-def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False) -> dict:
-    """What `tools/train.py` does: load and check the recipe, pick the run
-    folder (the newest run of this recipe with --resume and no --run-dir),
-    train, and print the final metrics."""
+def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False, *,
+                     name: str | None = None, fresh: bool = False) -> dict:
+    """What `tools/train.py` does: load and check the recipe, pick the run folder
+    (`zoo/engine/rundir.py`: the same command names the same folder, so running it
+    again resumes), train, and print the final metrics."""
+    from zoo.engine import rundir
     from zoo.recipe import load_recipe
     recipe = load_recipe(recipe_path, overrides)
-    if run_dir is None and resume:
-        runs = sorted(Path("runs").glob(f"{Path(recipe_path).stem}-*"))
-        if not runs:
-            raise FileNotFoundError(f"--resume: no run folder runs/{Path(recipe_path).stem}-* to resume")
-        run_dir = runs[-1]
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe_path)
-    if resume and ckpt.resolve(run_dir / "checkpoints", "last") is None:
-        raise FileNotFoundError(f"--resume: {run_dir} holds no checkpoint (checkpoints/last.json)")
-    result = train(recipe, run_dir, resume=True)
+    folder = rundir.pick_run_dir(recipe_path, overrides, run_dir=run_dir, name=name, resume=resume,
+                                 fresh=fresh)
+    try:
+        result = train(recipe, folder, resume=True)
+    except KeyboardInterrupt:
+        command = rundir.resume_command(recipe_path, overrides, run_dir=run_dir, name=name)
+        raise Interrupted(rundir.interrupted_message(folder, command)) from None
     if D.DistInfo().is_main and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"run_dir": str(run_dir), "mIoU": round(result["mIoU"], 4),
+        print(json.dumps({"run_dir": str(folder), "mIoU": round(result["mIoU"], 4),
                           "pixel_acc": round(result["pixel_acc"], 4)}))
     return result

@@ -1,5 +1,6 @@
-"""Pictures a person looks at: prediction overlays in the dataset's palette
-and a row-normalised confusion matrix."""
+"""Pictures a person looks at: prediction overlays in the dataset's palette,
+titled and with a legend of the classes shown, and a row-normalised confusion
+matrix."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,72 @@ def overlay_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, palett
         return np.where(keep, image, mixed).astype(np.uint8)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([image, gap, blend(truth), gap, blend(pred)], axis=1)
+
+
+MIN_PANEL_WIDTH = 320  # smaller frames are enlarged by a whole factor so a person can read them
+TITLES = ("image", "ground truth", "prediction")
+
+
+def enlarge(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, min_width: int = MIN_PANEL_WIDTH):
+    """Small frames enlarged by a whole factor: the photo smoothly, the masks with nearest
+    neighbours so no colour appears that is not a class's."""
+    factor = -(-min_width // image.shape[1])
+    if factor <= 1:
+        return image, truth, pred
+    from PIL import Image
+    h, w = image.shape[:2]
+    big = np.asarray(Image.fromarray(image).resize((w * factor, h * factor), Image.Resampling.BILINEAR))
+    return big, *(np.repeat(np.repeat(m, factor, 0), factor, 1) for m in (truth, pred))
+
+
+def run_picture(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette, classes,
+                ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """The three panels of `overlay_panel` under their titles, small frames enlarged, and a
+    legend of the classes in the ground truth or the prediction, in their colours."""
+    from PIL import Image, ImageDraw, ImageFont
+    image, truth, pred = enlarge(image, truth, pred)
+    panels = overlay_panel(image, truth, pred, palette, ignore_index)
+    font = ImageFont.load_default(size=14)
+    shown = [int(c) for c in np.union1d(np.unique(truth), np.unique(pred))
+             if c != ignore_index and c < len(classes)]
+    entries = [(tuple(int(v) for v in palette[c]), str(classes[c])) for c in shown]
+    if (truth == ignore_index).any():
+        entries.append(((255, 255, 255), "not labelled (left unpainted)"))
+    width = panels.shape[1]
+    rows = _legend_rows(entries, font, width)
+    head, line = 22, 20
+    canvas = Image.new("RGB", (width, head + panels.shape[0] + 6 + line * len(rows)), "white")
+    canvas.paste(Image.fromarray(panels), (0, head))
+    draw = ImageDraw.Draw(canvas)
+    step = image.shape[1] + 4
+    for i, title in enumerate(TITLES):
+        draw.text((i * step + image.shape[1] / 2, head / 2), title, fill="black", font=font, anchor="mm")
+    y = head + panels.shape[0] + 6
+    for row in rows:
+        x = 4
+        for colour, name in row:
+            draw.rectangle((x, y + 3, x + 13, y + 16), fill=colour, outline=(90, 90, 90))
+            draw.text((x + 18, y + 10), name, fill="black", font=font, anchor="lm")
+            x += 18 + _text_width(font, name) + 16
+        y += line
+    return np.asarray(canvas)
+
+
+def _text_width(font, text: str) -> int:
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)
+
+
+def _legend_rows(entries, font, width: int) -> list[list]:
+    rows, row, used = [], [], 4
+    for colour, name in entries:
+        need = 18 + _text_width(font, name) + 16
+        if row and used + need > width:
+            rows.append(row)
+            row, used = [], 4
+        row.append((colour, name))
+        used += need
+    return rows + ([row] if row else [])
 
 
 def save_png(array: np.ndarray, path: Path) -> Path:
