@@ -173,6 +173,8 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     m = json.loads((out / "runs" / cells[0] / "ablation.json").read_text())
     assert m["checkerboard_stride"] == 2 and 0.0 <= m["checkerboard"] <= 1.0
     assert m["params"] > 0 and m["gflops"] > 0 and m["latency_ms"] > 0 and m["train_img_s"] > 0
+    ev = json.loads((out / "runs" / cells[0] / "eval.json").read_text())
+    assert m["boundary_iou"] == ev["boundary_iou"] and 0.0 <= m["boundary_iou"] <= 1.0
     for png in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / png).is_file()
 
@@ -180,7 +182,11 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) >= 5 and not re.search(r"src='(?!data:)", page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert page.count("<tr>") == 2 * (1 + 1) + 4 * (1 + 4)  # 2 pivots; configs, per-class, steps, runs
+    assert page.count("<tr>") == 3 * (1 + 1) + 4 * (1 + 4)  # 3 pivots; configs, per-class, steps, runs
+    boundary = _first_table(md.split("val Boundary IoU", 1)[1])    # arch x upsampler, like mIoU
+    assert len(boundary) == 1 and len(boundary[0].split(" | ")) == 5 and "n/a" not in boundary[0]
+    assert "boundary IoU" in md.split("Every configuration:", 1)[1].splitlines()[2]
+    assert (out / "boundary_vs_miou.png").is_file() and "boundary_vs_miou.png" in md
 
     # Second invocation: nothing retrains; a cell without eval.json (killed after its
     # last checkpoint) resumes from it instead of starting over.
@@ -210,3 +216,23 @@ def test_cells_side_by_side_as_subprocesses(tmp_path):
     for cell in load_ablation(QUICK).cells:
         assert (out / "runs" / cell.name / "train.log").is_file()
         assert (out / "runs" / cell.name / "eval.json").is_file()
+
+
+def test_runs_without_boundary_metrics_read_n_a(tmp_path):
+    """Cells evaluated before boundary metrics existed: 'n/a' in the tables, left out of the plot."""
+    from zoo.ablate.grid import Cell
+    from zoo.ablate.plots import boundary_vs_miou
+    from zoo.ablate.report import RunResult, group_runs, results_table
+
+    def result(up, seed, miou, biou):
+        cell = Cell(f"unet-e-{up}-s{seed}", "unet", "e", up, seed, recipe=None)
+        m = {"mIoU": miou, "boundary_iou": biou, "params": 1e6, "gflops": 1.0, "checkerboard": 0.1,
+             "checkerboard_stride": 2, "train_img_s": 1.0, "latency_ms": 2.0}
+        return RunResult(cell, tmp_path, m)
+
+    groups = group_runs([result("bilinear", 0, 0.5, 0.25), result("bilinear", 1, 0.7, 0.35),
+                         result("fade", 0, 0.6, None)])
+    header, rows = results_table(groups)
+    col = header.index("boundary IoU")
+    assert rows[0][col] == "0.300 ± 0.071" and rows[1][col] == "n/a"
+    assert boundary_vs_miou(groups, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

@@ -54,7 +54,11 @@ def assert_complete_run(run_dir: Path, num_classes: int):
     present = [v for v in result["per_class_iou"].values() if v is not None]
     assert result["mIoU"] == pytest.approx(sum(present) / len(present), rel=1e-12)
     assert len(result["per_class_iou"]) == num_classes
+    assert len(result["per_class_boundary_iou"]) == num_classes and "trimap_miou" in result
     assert (run_dir / "recipe.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if "mIoU" in r][-1]   # the val row of the last evaluation
+    assert final["boundary_iou"] == pytest.approx(result["boundary_iou"], nan_ok=True)
     assert (run_dir / "pictures" / "confusion.png").is_file()
     last = ckpt.resolve(run_dir / "checkpoints", "last")
     meta = ckpt.load_meta(last)
@@ -79,8 +83,10 @@ def test_train_and_eval_cli_on_official_layouts(tmp_path, dataset, make, options
     out = run_tool("train.py", recipe, "--run-dir", run_dir)
     assert json.loads(out.stdout.strip().splitlines()[-1])["run_dir"] == str(run_dir)
     trained = assert_complete_run(run_dir, num_classes)
-    ev = run_tool("eval.py", run_dir, "--checkpoint", "last")
-    assert json.loads(ev.stdout)["mIoU"] == pytest.approx(trained["mIoU"], abs=6e-5)
+    ev = json.loads(run_tool("eval.py", run_dir, "--checkpoint", "last").stdout)
+    assert ev["mIoU"] == pytest.approx(trained["mIoU"], abs=6e-5)
+    assert ev["boundary_iou"] == pytest.approx(trained["boundary_iou"], abs=6e-5, nan_ok=True)
+    assert ev["boundary_params"]["trimap_width"] == 3
 
 
 def test_real_camvid_frames(tmp_path, camvid_root):
@@ -254,3 +260,17 @@ def test_pictures_when_eval_transforms_resize(tmp_path):
     train(recipe, tmp_path / "run")
     panel = Image.open(next((tmp_path / "run" / "pictures").glob("00_*.png")))
     assert panel.size == (3 * 48 + 2 * 4, 48)  # image | truth | prediction at the 48x48 frame
+
+
+def test_val_log_line_and_row_carry_boundary_metrics(tmp_path, capsys):
+    from zoo.engine.logging import RunLogger
+    log = RunLogger(tmp_path, total_iters=10)
+    result = {"mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.625, "per_class_iou": {"a": 0.5},
+              "boundary_iou": 0.25, "trimap_miou": 0.375, "confusion": [[1]]}
+    log.eval_result(9, result, ["a"])
+    log.close()
+    assert capsys.readouterr().out.strip() == ("[10/10] val mIoU 0.5000  pixel acc 0.7500  "
+                                               "boundary IoU 0.2500  trimap mIoU 0.3750")
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row == {"iter": 10, "mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.625,
+                   "boundary_iou": 0.25, "trimap_miou": 0.375, "per_class_iou": {"a": 0.5}}

@@ -27,9 +27,12 @@ def main(argv=None):
     result = run(evaluate_run, args.run_dir, split=args.split, pointer=args.checkpoint,
                  device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                  scales=args.scales, flip=args.flip, max_images=args.max_images)
-    print(json.dumps({"mIoU": round(result["mIoU"], 4), "pixel_acc": round(result["pixel_acc"], 4),
-                      "mean_acc": round(result["mean_acc"], 4), "protocol": result["protocol"],
-                      "per_class_iou": result["per_class_iou"]}, indent=1))
+    headline = {k: round(result[k], 4) for k in ("mIoU", "pixel_acc", "mean_acc", "boundary_iou",
+                                                  "trimap_miou")}
+    print(json.dumps({**headline, "protocol": result["protocol"],
+                      "boundary_params": result["boundary_params"],
+                      "per_class_iou": result["per_class_iou"],
+                      "per_class_boundary_iou": result["per_class_boundary_iou"]}, indent=1))
 
 
 if __name__ == "__main__":
