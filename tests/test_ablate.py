@@ -236,3 +236,12 @@ def test_runs_without_boundary_metrics_read_n_a(tmp_path):
     col = header.index("boundary IoU")
     assert rows[0][col] == "0.300 ± 0.071" and rows[1][col] == "n/a"
     assert boundary_vs_miou(groups, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_literature_upsampler_grid_is_one_architecture_all_upsamplers():
+    ablation = load_ablation(REPO / "recipes" / "ablation_camvid_upsamplers_cpu.yaml")
+    assert ablation.grid["architectures"] == ["unet"]
+    assert ablation.grid["upsamplers"] == ["transposed", "guided_unpool", "bilinear", "pixelshuffle",
+                                           "carafe", "dysample", "fade", "sapa"]
+    assert len(ablation.cells) == 16 and not any(c.not_applicable for c in ablation.cells)
+    assert ablation.cells[0].recipe.data.val_transforms[0]["params"] == {"height": 96, "width": 128}
