@@ -245,3 +245,27 @@ def test_literature_upsampler_grid_is_one_architecture_all_upsamplers():
                                            "carafe", "dysample", "fade", "sapa"]
     assert len(ablation.cells) == 16 and not any(c.not_applicable for c in ablation.cells)
     assert ablation.cells[0].recipe.data.val_transforms[0]["params"] == {"height": 96, "width": 128}
+
+
+def test_grid_sweeps_upsampler_options_as_it_sweeps_names(tmp_path):
+    import torch
+
+    import zoo
+    ups = ["pixelshuffle", {"name": "pixelshuffle", "icnr": False}, {"name": "carafe", "up_kernel": 3}]
+    ablation = load_ablation(_write(tmp_path, {"base": BASE, "grid": {"upsamplers": ups}}))
+    assert [c.name for c in ablation.cells] == ["unet-test_resnet-pixelshuffle-s0",
+                                                "unet-test_resnet-pixelshuffle-icnr_off-s0",
+                                                "unet-test_resnet-carafe-up_kernel_3-s0"]
+    assert [c.recipe.model["upsample"] for c in ablation.cells] == ups
+    icnr, plain, carafe = (zoo.create(**{**c.recipe.model, "num_classes": 3}) for c in ablation.cells)
+    w_icnr, w_plain = (m.head.stages[-1].up.conv.weight for m in (icnr, plain))
+    assert torch.equal(w_icnr[0], w_icnr[1]) and not torch.equal(w_plain[0], w_plain[1])  # ICNR repeats
+    assert carafe.head.stages[-1].up.k == 3
+    bad = {"base": BASE, "grid": {"upsamplers": [{"name": "carafe", "up_kernal": 3}]}}
+    with pytest.raises(AblationError, match=r"cell unet-test_resnet-carafe-up_kernal_3-s0: .*up_kernal; valid"):
+        load_ablation(_write(tmp_path, bad))
+    twice = {"base": BASE, "grid": {"upsamplers": ["carafe", {"name": "carafe"}]}}
+    with pytest.raises(AblationError, match=r"'grid.upsamplers': duplicate entries"):
+        load_ablation(_write(tmp_path, twice))
+    with pytest.raises(AblationError, match=r"'grid.upsamplers\[0\]': expected an upsampler name or a mapping"):
+        load_ablation(_write(tmp_path, {"base": BASE, "grid": {"upsamplers": [{"icnr": False}]}}))

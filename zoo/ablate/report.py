@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.ablate import plots
-from zoo.ablate.grid import Ablation, Cell, is_finished, run_dir
+from zoo.ablate.grid import Ablation, Cell, is_finished, run_dir, upsampler_label
 from zoo.ablate.measure import load_predictions, measure_run
 
 MARKDOWN, HTML = "README.md", "report.html"
@@ -194,7 +194,8 @@ def _protocol(ablation: Ablation, results: list[RunResult]) -> list[str]:
         f"{t.iters} iterations of batch {d.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} "
         f"schedule, {t.warmup_iters} warm-up; encoder weights `{r.model.get('encoder_weights')}`; "
         f"evaluation `{e.mode}`, scales {list(e.scales)}, flip {e.flip}",
-        f"grid: architectures {g['architectures']} x upsamplers {g['upsamplers']} x encoders "
+        f"grid: architectures {g['architectures']} x upsamplers "
+        f"{[upsampler_label(u) for u in g['upsamplers']]} x encoders "
         f"{g['encoders']} x seeds {g['seeds']} = {len(ablation.cells)} cells, "
         f"{len(results)} finished",
     ]
