@@ -274,3 +274,22 @@ def test_val_log_line_and_row_carry_boundary_metrics(tmp_path, capsys):
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row == {"iter": 10, "mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.625,
                    "boundary_iou": 0.25, "trimap_miou": 0.375, "per_class_iou": {"a": 0.5}}
+
+
+def test_an_upsampler_from_a_test_file_and_groupnorm_train_through_a_recipe(tmp_path):
+    """model.upsample names a class defined in tests/test_models.py (with an option),
+    model.norm_layer a GroupNorm: tools/train.py trains it, and the run folder rebuilds it."""
+    spec = {"name": "tests.test_models:SharpUpsample", "amount": 0.25}
+    recipe = write_recipe(tmp_path / "r.yaml", "synthetic", None, iters=2, crop=None,
+                          options={"num_images": 4, "size": 32},
+                          model={"upsample": spec, "norm_layer": "groupnorm"}, log={"num_images": 0})
+    run_tool("train.py", recipe, "--run-dir", tmp_path / "run")
+    meta = ckpt.load_meta(ckpt.resolve(tmp_path / "run" / "checkpoints", "last"))
+    assert meta["model"]["upsample"] == spec and meta["model"]["norm_layer"] == "groupnorm"
+    import zoo
+    from tests.test_models import SharpUpsample
+    model = zoo.load(tmp_path / "run", pointer="last")
+    ups = [m for m in model.head.modules() if isinstance(m, SharpUpsample)]
+    assert len(ups) == 5 and all(u.guide_channels is not None for u in ups)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.head.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.head.modules())
