@@ -30,7 +30,8 @@ uses its `output_padding` where the target lies in reach and crops otherwise,
 the others crop (bottom/right) the at most `scale - 1` extra pixels that
 ceil division left.
 
-Methods here (papers); content-aware ones are in `decoders/content_aware.py`:
+Methods here (papers); content-aware ones are in `decoders/content_aware.py`
+(carafe, dysample) and `decoders/guided.py` (fade, sapa: guided by the encoder):
 - `transposed`: ConvTranspose2d, kernel 2s, stride s, padding s/2; initialised
   as bilinear interpolation when channels match (FCN, Long et al. 2015).
 - `unpool`: max-unpooling with the encoder's own switches (DeconvNet, Noh et

@@ -175,6 +175,8 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     m = json.loads((out / "runs" / cells[0] / "ablation.json").read_text())
     assert m["checkerboard_stride"] == 2 and 0.0 <= m["checkerboard"] <= 1.0
     assert m["params"] > 0 and m["gflops"] > 0 and m["latency_ms"] > 0 and m["train_img_s"] > 0
+    ev = json.loads((out / "runs" / cells[0] / "eval.json").read_text())
+    assert m["boundary_iou"] == ev["boundary_iou"] and 0.0 <= m["boundary_iou"] <= 1.0
     for png in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / png).is_file()
 
@@ -182,7 +184,11 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) >= 5 and not re.search(r"src='(?!data:)", page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert page.count("<tr>") == 2 * (1 + 1) + 4 * (1 + 4)  # 2 pivots; configs, per-class, steps, runs
+    assert page.count("<tr>") == 3 * (1 + 1) + 4 * (1 + 4)  # 3 pivots; configs, per-class, steps, runs
+    boundary = _first_table(md.split("val Boundary IoU", 1)[1])    # arch x upsampler, like mIoU
+    assert len(boundary) == 1 and len(boundary[0].split(" | ")) == 5 and "n/a" not in boundary[0]
+    assert "boundary IoU" in md.split("Every configuration:", 1)[1].splitlines()[2]
+    assert (out / "boundary_vs_miou.png").is_file() and "boundary_vs_miou.png" in md
 
     # Second invocation: nothing retrains; a cell without eval.json (killed after its
     # last checkpoint) resumes from it instead of starting over.
@@ -212,3 +218,56 @@ def test_cells_side_by_side_as_subprocesses(tmp_path):
     for cell in load_ablation(QUICK).cells:
         assert (out / "runs" / cell.name / "train.log").is_file()
         assert (out / "runs" / cell.name / "eval.json").is_file()
+
+
+def test_runs_without_boundary_metrics_read_n_a(tmp_path):
+    """Cells evaluated before boundary metrics existed: 'n/a' in the tables, left out of the plot."""
+    from zoo.ablate.grid import Cell
+    from zoo.ablate.plots import boundary_vs_miou
+    from zoo.ablate.report import RunResult, group_runs, results_table
+
+    def result(up, seed, miou, biou):
+        cell = Cell(f"unet-e-{up}-s{seed}", "unet", "e", up, seed, recipe=None)
+        m = {"mIoU": miou, "boundary_iou": biou, "params": 1e6, "gflops": 1.0, "checkerboard": 0.1,
+             "checkerboard_stride": 2, "train_img_s": 1.0, "latency_ms": 2.0}
+        return RunResult(cell, tmp_path, m)
+
+    groups = group_runs([result("bilinear", 0, 0.5, 0.25), result("bilinear", 1, 0.7, 0.35),
+                         result("fade", 0, 0.6, None)])
+    header, rows = results_table(groups)
+    col = header.index("boundary IoU")
+    assert rows[0][col] == "0.300 ± 0.071" and rows[1][col] == "n/a"
+    assert boundary_vs_miou(groups, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_literature_upsampler_grid_is_one_architecture_all_upsamplers():
+    ablation = load_ablation(REPO / "recipes" / "ablation_camvid_upsamplers_cpu.yaml")
+    assert ablation.grid["architectures"] == ["unet"]
+    assert ablation.grid["upsamplers"] == ["transposed", "guided_unpool", "bilinear", "pixelshuffle",
+                                           "carafe", "dysample", "fade", "sapa"]
+    assert len(ablation.cells) == 16 and not any(c.not_applicable for c in ablation.cells)
+    assert ablation.cells[0].recipe.data.val_transforms[0]["params"] == {"height": 96, "width": 128}
+
+
+def test_grid_sweeps_upsampler_options_as_it_sweeps_names(tmp_path):
+    import torch
+
+    import zoo
+    ups = ["pixelshuffle", {"name": "pixelshuffle", "icnr": False}, {"name": "carafe", "up_kernel": 3}]
+    ablation = load_ablation(_write(tmp_path, {"base": BASE, "grid": {"upsamplers": ups}}))
+    assert [c.name for c in ablation.cells] == ["unet-test_resnet-pixelshuffle-s0",
+                                                "unet-test_resnet-pixelshuffle-icnr_off-s0",
+                                                "unet-test_resnet-carafe-up_kernel_3-s0"]
+    assert [c.recipe.model["upsample"] for c in ablation.cells] == ups
+    icnr, plain, carafe = (zoo.create(**{**c.recipe.model, "num_classes": 3}) for c in ablation.cells)
+    w_icnr, w_plain = (m.head.stages[-1].up.conv.weight for m in (icnr, plain))
+    assert torch.equal(w_icnr[0], w_icnr[1]) and not torch.equal(w_plain[0], w_plain[1])  # ICNR repeats
+    assert carafe.head.stages[-1].up.k == 3
+    bad = {"base": BASE, "grid": {"upsamplers": [{"name": "carafe", "up_kernal": 3}]}}
+    with pytest.raises(AblationError, match=r"cell unet-test_resnet-carafe-up_kernal_3-s0: .*up_kernal; valid"):
+        load_ablation(_write(tmp_path, bad))
+    twice = {"base": BASE, "grid": {"upsamplers": ["carafe", {"name": "carafe"}]}}
+    with pytest.raises(AblationError, match=r"'grid.upsamplers': duplicate entries"):
+        load_ablation(_write(tmp_path, twice))
+    with pytest.raises(AblationError, match=r"'grid.upsamplers\[0\]': expected an upsampler name or a mapping"):
+        load_ablation(_write(tmp_path, {"base": BASE, "grid": {"upsamplers": [{"icnr": False}]}}))

@@ -217,6 +217,10 @@ def test_sharded_evaluation_equals_single_process(two_ranks):
         assert got0["confusion"] == want["confusion"]
         assert got0["num_pixels"] == want["num_pixels"] > 0
         assert got0["mIoU"] == want["mIoU"] and got0["per_class_iou"] == want["per_class_iou"]
+        # boundary counts are summed like the matrix; every rank reports every d met
+        for key in ("per_class_boundary_iou", "per_class_trimap_iou", "boundary_params"):
+            assert got0[key] == want[key]
+        assert got0["boundary_params"]["trimap_pixels"] > 0
 
 
 def test_collective_helpers(two_ranks):

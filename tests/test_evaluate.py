@@ -103,7 +103,27 @@ def test_evaluate_perfect_model_scores_one():
     assert out["protocol"] == {"mode": "whole", "crop_size": None, "stride": None,
                                "scales": [1.0], "flip": False}
     assert torch.tensor(out["confusion"]).diag().sum() == out["num_pixels"]
+    assert out["boundary_iou"] == 1.0 and out["trimap_miou"] == 1.0
+    assert out["boundary_params"]["dilation_px_used"] == [1]  # 2% of an 8x8 diagonal, at least 1
     assert model.training                                    # mode restored
+
+
+def test_evaluate_reports_boundary_iou_of_the_same_pass_by_hand():
+    # 12x12, a 5x5 square of class 1 predicted one pixel to the right (test_boundary's
+    # hand count): boundary IoU background 56/80, square 8/24; no void in this image.
+    truth = torch.zeros(1, 12, 12, dtype=torch.long)
+    truth[0, 3:8, 3:8] = 1
+    shown = torch.zeros_like(truth)
+    shown[0, 3:8, 4:9] = 1
+    batch = {"image": shown.float().unsqueeze(1).repeat(1, 3, 1, 1), "mask": truth, "name": ["sq"]}
+    out = evaluate(Oracle(), [batch], num_classes=K, boundary_dilation_ratio=0.05)   # d = 1
+    assert out["per_class_boundary_iou"] == {"0": 56 / 80, "1": 8 / 24, "2": None, "3": None}
+    assert out["boundary_iou"] == pytest.approx((56 / 80 + 8 / 24) / 2, abs=1e-15)
+    assert out["per_class_iou"]["1"] == 20 / 30              # the area IoU of the same pass
+    assert out["boundary_params"]["trimap_width"] == 3 and out["boundary_params"]["trimap_pixels"] > 0
+    wide = evaluate(Oracle(), [batch], num_classes=K, boundary_dilation_ratio=0.5, trimap_width=1)
+    assert wide["boundary_params"]["dilation_px_used"] == [8]   # round(0.5 * 16.97)
+    assert wide["per_class_boundary_iou"]["1"] == pytest.approx(20 / 30)  # the band holds the squares
 
 
 def test_evaluate_resizes_scores_to_label_size():

@@ -78,6 +78,21 @@ def test_onnx_and_torch_export_round_trip(tmp_path):
         torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~90 s each on a busy 2-core machine
+@pytest.mark.parametrize("upsample", ["fade", "sapa"])
+def test_encoder_guided_upsamplers_export_at_any_size(tmp_path, upsample):
+    """Reassembly over in-image neighbours needs no data-dependent branch: ONNX at any
+    size; torch.export with dynamic sizes too, odd sizes aside like every head's crop."""
+    model = zoo.create("unet", encoder="test_resnet", upsample=upsample, num_classes=3,
+                       decoder_channels=(16, 8, 8, 8, 8)).eval()
+    report = export_model(model, tmp_path, size=SIZES[0], check_size=SIZES[1], odd_size=ODD,
+                          name=upsample)
+    assert report["onnx"]["ok"] and report["onnx"]["any_size"], report["onnx"]
+    assert report["torch_export"]["ok"] and report["torch_export"]["parity"] < 1e-4
+    for size in (*SIZES, ODD):
+        assert onnx_max_diff(tmp_path / f"{upsample}.onnx", model, size) < 1e-4
+
+
 class ToList(nn.Module):
     """Leaves Python: torch.export cannot trace it, TorchScript tracing bakes a constant."""
 

@@ -54,7 +54,11 @@ def assert_complete_run(run_dir: Path, num_classes: int):
     present = [v for v in result["per_class_iou"].values() if v is not None]
     assert result["mIoU"] == pytest.approx(sum(present) / len(present), rel=1e-12)
     assert len(result["per_class_iou"]) == num_classes
+    assert len(result["per_class_boundary_iou"]) == num_classes and "trimap_miou" in result
     assert (run_dir / "recipe.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if "mIoU" in r][-1]   # the val row of the last evaluation
+    assert final["boundary_iou"] == pytest.approx(result["boundary_iou"], nan_ok=True)
     assert (run_dir / "pictures" / "confusion.png").is_file()
     last = ckpt.resolve(run_dir / "checkpoints", "last")
     meta = ckpt.load_meta(last)
@@ -79,8 +83,10 @@ def test_train_and_eval_cli_on_official_layouts(tmp_path, dataset, make, options
     out = run_tool("train.py", recipe, "--run-dir", run_dir)
     assert json.loads(out.stdout.strip().splitlines()[-1])["run_dir"] == str(run_dir)
     trained = assert_complete_run(run_dir, num_classes)
-    ev = run_tool("eval.py", run_dir, "--checkpoint", "last")
-    assert json.loads(ev.stdout)["mIoU"] == pytest.approx(trained["mIoU"], abs=6e-5)
+    ev = json.loads(run_tool("eval.py", run_dir, "--checkpoint", "last").stdout)
+    assert ev["mIoU"] == pytest.approx(trained["mIoU"], abs=6e-5)
+    assert ev["boundary_iou"] == pytest.approx(trained["boundary_iou"], abs=6e-5, nan_ok=True)
+    assert ev["boundary_params"]["trimap_width"] == 3
 
 
 def test_real_camvid_frames(tmp_path, camvid_root):
@@ -256,3 +262,36 @@ def test_pictures_when_eval_transforms_resize(tmp_path):
     from zoo.engine.visualize import MIN_PANEL_WIDTH
     f = -(-MIN_PANEL_WIDTH // 48)  # the 48x48 frame, enlarged by a whole factor, not the 32x40 input
     assert panel.size[0] == 3 * 48 * f + 2 * 4 and panel.size[1] > 48 * f  # + titles and legend
+
+
+def test_val_log_line_and_row_carry_boundary_metrics(tmp_path, capsys):
+    from zoo.engine.logging import RunLogger
+    log = RunLogger(tmp_path, total_iters=10)
+    result = {"mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.625, "per_class_iou": {"a": 0.5},
+              "boundary_iou": 0.25, "trimap_miou": 0.375, "confusion": [[1]]}
+    log.eval_result(9, result, ["a"])
+    log.close()
+    assert capsys.readouterr().out.strip() == ("[10/10] val mIoU 0.5000  pixel acc 0.7500  "
+                                               "boundary IoU 0.2500  trimap mIoU 0.3750")
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row == {"iter": 10, "mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.625,
+                   "boundary_iou": 0.25, "trimap_miou": 0.375, "per_class_iou": {"a": 0.5}}
+
+
+def test_an_upsampler_from_a_test_file_and_groupnorm_train_through_a_recipe(tmp_path):
+    """model.upsample names a class defined in tests/test_models.py (with an option),
+    model.norm_layer a GroupNorm: tools/train.py trains it, and the run folder rebuilds it."""
+    spec = {"name": "tests.test_models:SharpUpsample", "amount": 0.25}
+    recipe = write_recipe(tmp_path / "r.yaml", "synthetic", None, iters=2, crop=None,
+                          options={"num_images": 4, "size": 32},
+                          model={"upsample": spec, "norm_layer": "groupnorm"}, log={"num_images": 0})
+    run_tool("train.py", recipe, "--run-dir", tmp_path / "run")
+    meta = ckpt.load_meta(ckpt.resolve(tmp_path / "run" / "checkpoints", "last"))
+    assert meta["model"]["upsample"] == spec and meta["model"]["norm_layer"] == "groupnorm"
+    import zoo
+    from tests.test_models import SharpUpsample
+    model = zoo.load(tmp_path / "run", pointer="last")
+    ups = [m for m in model.head.modules() if isinstance(m, SharpUpsample)]
+    assert len(ups) == 5 and all(u.guide_channels is not None for u in ups)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.head.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.head.modules())

@@ -236,7 +236,7 @@ def step_inputs(name, x, scale, target):
 def test_contract_shapes_and_gradients(name, scale):
     x = torch.randn(2, 8, 7, 9, requires_grad=True)
     target = (7 * scale - (scale - 1), 9 * scale)  # an odd size ceil-division produced
-    up = make_upsampler(name, 8, 6, scale)
+    up = make_upsampler(name, 8, 6, scale, guide_channels=4)   # as wide as step_inputs' guide
     y = up(x, output_size=target, **step_inputs(name, x, scale, target))
     assert y.shape == (2, 6, *target)
     y.square().mean().backward()

@@ -33,9 +33,12 @@ def main(argv=None):
                  device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                  scales=args.scales, flip=args.flip, max_images=args.max_images,
                  data_root=args.data_root)
-    print(json.dumps({"mIoU": round(result["mIoU"], 4), "pixel_acc": round(result["pixel_acc"], 4),
-                      "mean_acc": round(result["mean_acc"], 4), "protocol": result["protocol"],
-                      "per_class_iou": result["per_class_iou"]}, indent=1))
+    headline = {k: round(result[k], 4) for k in ("mIoU", "pixel_acc", "mean_acc", "boundary_iou",
+                                                  "trimap_miou")}
+    print(json.dumps({**headline, "protocol": result["protocol"],
+                      "boundary_params": result["boundary_params"],
+                      "per_class_iou": result["per_class_iou"],
+                      "per_class_boundary_iou": result["per_class_boundary_iou"]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ whose 'same' padding is undone in the indices). Captures live in a per-call
 context variable, never on the module, so one encoder serves concurrent
 calls (threads, `nn.DataParallel` replicas) safely.
 
+Plain ViTs (timm's VisionTransformer: ViT, DeiT, DINOv2), which have one
+token grid and no `features_only` pyramid, get ViTDet's simple feature
+pyramid over their tokens (`zoo/vit.py`), at any input size; `patch_size`
+reports their patch (None for convolutional encoders).
+
 With ImageNet weights and a VGG, timm's classifier MLP (`pre_logits`: fc6
 7x7 and fc7 1x1 convolutions) is kept in `pretrained_fc` for heads that
 have fc6/fc7 (FCN, DeconvNet) to load, as the papers start from them.
@@ -28,17 +33,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders.blocks import EncoderOutput, FeatureInfo
+from zoo.vit import is_plain_vit
 
 # Families whose timm implementations dilate for output_stride 8/16.
 DILATABLE_FAMILIES = ("resnet", "resnext", "resnest", "seresnet", "regnet", "efficientnet",
                       "mobilenetv2", "mobilenetv3", "mixnet", "convnext", "test_resnet",
                       "test_efficientnet", "test_convnext")
+# Windowed transformers whose timm features take one fixed size and NHWC by default:
+# built with dynamic_img_size (any multiple of the patch; windows padded inside timm),
+# read through forward_intermediates (NCHW), the input zero-padded to whole patches.
+WINDOWED_MODULES = ("swin_transformer",)
 
 
 class EncoderWeightsError(RuntimeError):
     """Encoder weights that cannot be had (no network, offline mode, unreadable file): a
     user's setting to change, not a bug, so command lines print it as one line."""
-
 
 NO_NETWORK_HINT = ("pass model.encoder_weights=null in a recipe (encoder_weights=None in Python) "
                    "or a local .safetensors file")
@@ -50,6 +59,11 @@ _CAPTURE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("zoo_pool
 def _timm():
     import timm  # imported lazily: ~6 s, not needed to print help
     return timm
+
+
+def _in_modules(name: str, modules) -> bool:
+    from timm.models import is_model_in_modules
+    return is_model_in_modules(name, list(modules))
 
 
 def check_encoder(name: str) -> None:
@@ -171,19 +185,31 @@ class Encoder(nn.Module):
 
     def __init__(self, name: str, *, in_chans: int = 3, output_stride: int = 32,
                  weights: str | None = None, capture_switches: bool = False,
-                 capture_pools: bool = False):
+                 capture_pools: bool = False, vit_blocks=None):
         super().__init__()
         check_encoder(name)
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        kwargs = dict(features_only=True, in_chans=in_chans, **_pretrained_kwargs(name, weights))
-        if output_stride != 32:
-            kwargs["output_stride"] = output_stride
         self.name = name
         self.in_chans = in_chans
-        self.body = self._create(name, weights, output_stride, kwargs)
-        self.channels: list[int] = list(self.body.feature_info.channels())
-        self.reductions: list[int] = list(self.body.feature_info.reduction())
+        self.patch_size: int | None = None
+        self._pad_to: int | None = None  # input padded to a multiple of this (windowed transformers)
+        if is_plain_vit(name):
+            self._build_vit(name, in_chans, output_stride, weights, capture_switches, vit_blocks)
+        else:
+            if vit_blocks is not None:
+                raise ValueError(f"vit_blocks is for plain ViT encoders; {name!r} is not one")
+            kwargs = dict(features_only=True, in_chans=in_chans, **_pretrained_kwargs(name, weights))
+            if output_stride != 32:
+                kwargs["output_stride"] = output_stride
+            windowed = _in_modules(name, WINDOWED_MODULES)
+            if windowed:
+                kwargs.update(dynamic_img_size=True, feature_cls="getter")
+            self.body = self._create(name, weights, output_stride, kwargs)
+            self.channels: list[int] = list(self.body.feature_info.channels())
+            self.reductions: list[int] = list(self.body.feature_info.reduction())
+            if windowed:
+                self.patch_size = self._pad_to = self.reductions[0]
         self.output_stride = self.reductions[-1]
         if output_stride != 32 and self.output_stride != output_stride:
             raise ValueError(f"encoder {name!r} gave output stride {self.output_stride}, "
@@ -197,6 +223,20 @@ class Encoder(nn.Module):
         if pools:
             self._probe_pools(in_chans)
         self.pretrained_fc = self._load_pretrained_fc(name, weights, in_chans)
+
+    def _build_vit(self, name, in_chans, output_stride, weights, capture_switches, blocks) -> None:
+        if capture_switches:
+            raise ValueError(
+                f"upsample=unpool needs the encoder's max-pool switches, but {name!r} is a plain "
+                "ViT: a patch embedding and attention blocks, no max-pool to take them from. Use "
+                "upsample='guided_unpool' (switches from the 2x2 maxima of the guide feature at "
+                "each step's target) or another upsampler")
+        from zoo.vit import create_vit_pyramid
+        self.body = create_vit_pyramid(name, in_chans=in_chans, output_stride=output_stride,
+                                       pretrained_kwargs=_pretrained_kwargs(name, weights),
+                                       blocks=blocks)
+        self.channels, self.reductions = list(self.body.channels), list(self.body.reductions)
+        self.patch_size = self.body.patch_size
 
     @staticmethod
     def _create(name, weights, output_stride, kwargs):
@@ -283,9 +323,19 @@ class Encoder(nn.Module):
     def switch_channels(self) -> dict[int, int]:
         return self.info.switch_channels
 
+    def _body_input(self, x: Tensor) -> Tensor:
+        """Windowed transformers: zero-padded bottom/right to whole patches (features then
+        have the ceil-divided sizes every head expects). Plain ViTs fit their own input."""
+        p = self._pad_to
+        if p is None:
+            return x
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, (w + p - 1) // p * p - w, 0, (h + p - 1) // p * p - h))
+
     def forward(self, x: Tensor) -> EncoderOutput:
+        image, x = x, self._body_input(x)
         if not (self.capture_switches or self.capture_pools):
-            return EncoderOutput(self.body(x), self.reductions, x)
+            return EncoderOutput(self.body(x), self.reductions, image)
         store = {}
         if self.capture_switches:
             store["switches"] = {}
@@ -296,5 +346,5 @@ class Encoder(nn.Module):
             features = self.body(x)
         finally:
             _CAPTURE.reset(token)
-        return EncoderOutput(features, self.reductions, x, store.get("switches", {}),
+        return EncoderOutput(features, self.reductions, image, store.get("switches", {}),
                              store.get("pooled", {}))

@@ -7,7 +7,8 @@ An ablation file is YAML with these keys (only `base` is required):
     overrides: {train.iters: 300}  # dotted keys set on the base recipe
     grid:                          # each list defaults to the base recipe's value
       architectures: [unet, fcn8s]
-      upsamplers: [transposed, unpool, bilinear, pixelshuffle]
+      upsamplers: [transposed, unpool, bilinear, pixelshuffle,
+                   {name: pixelshuffle, icnr: false}, {name: carafe, up_kernel: 3}]
       encoders: [resnet18]
       seeds: [0, 1]
     arch_overrides:                # dotted keys per architecture (model widths, ...)
@@ -22,7 +23,10 @@ A cell is the base recipe with `overrides`, then its architecture's
 wandb is on). Every cell is built through `recipe_from_dict` when the file is
 loaded, so a key one architecture does not take fails before any training.
 Cells are named `<arch>-<encoder>-<upsampler>-s<seed>` and train into
-`<out>/runs/<cell>/`.
+`<out>/runs/<cell>/`. An upsampler given with options (a mapping, as
+`model.upsample` takes it) sweeps an option as names are swept; its label in
+names, tables and plots lists the options: `pixelshuffle-icnr_off`,
+`carafe-up_kernel_3`.
 
 Running is resumable: a cell whose `eval.json` exists is finished and skipped;
 any other is trained with `resume=True`, which continues a killed cell from
@@ -69,7 +73,7 @@ class Cell:
     name: str
     arch: str
     encoder: str
-    upsample: str
+    upsample: str  # the upsampler's label; its spec (name or mapping) is recipe.model["upsample"]
     seed: int
     recipe: Recipe = field(compare=False, repr=False)
     not_applicable: str = ""  # why this combination cannot be built (e.g. unpool without switches)
@@ -105,6 +109,31 @@ def _mapping(source, value, path: str) -> dict:
     if not isinstance(value, dict):
         raise AblationError(f"{source}: key '{path}': expected a mapping, got {type(value).__name__}")
     return value
+
+
+def upsampler_label(spec) -> str:
+    """A grid upsampler's name in cells, tables and plots: the name, then each
+    option as `key_value` (booleans on/off), e.g. `pixelshuffle-icnr_off`."""
+    if not isinstance(spec, dict):
+        return str(spec)
+
+    def value(v):
+        return ("on" if v else "off") if isinstance(v, bool) else _slug(str(v)).strip("_")
+    return "-".join([str(spec["name"])] + [f"{k}_{value(v)}" for k, v in spec.items() if k != "name"])
+
+
+def _upsamplers(source, value, path: str) -> list:
+    """Names or mappings with a name and options; distinct by label."""
+    if not isinstance(value, list) or not value:
+        raise AblationError(f"{source}: key '{path}': expected a non-empty list, got {value!r}")
+    for i, v in enumerate(value):
+        if not (isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("name"), str))):
+            raise AblationError(f"{source}: key '{path}[{i}]': expected an upsampler name or a "
+                                f"mapping with a name and options, got {v!r}")
+    labels = [upsampler_label(v) for v in value]
+    if len(set(labels)) != len(labels):
+        raise AblationError(f"{source}: key '{path}': duplicate entries in {labels}")
+    return list(value)
 
 
 def _list_of(source, value, path: str, kind: type) -> list:
@@ -195,7 +224,8 @@ def load_ablation(path: str | Path, overrides=()) -> Ablation:
     if "encoders" not in grid_raw and defaults["encoders"] == [None]:
         raise AblationError(f"{source}: key 'grid.encoders': required, as the base recipe "
                             "sets no model.encoder")
-    grid = {k: _list_of(source, grid_raw.get(k, defaults[k]), f"grid.{k}", int if k == "seeds" else str)
+    grid = {k: _upsamplers(source, grid_raw.get(k, defaults[k]), f"grid.{k}") if k == "upsamplers" else
+            _list_of(source, grid_raw.get(k, defaults[k]), f"grid.{k}", int if k == "seeds" else str)
             for k in GRID_KEYS}
     _check_names(source, grid)
 
@@ -261,7 +291,8 @@ def _check_names(source, grid: dict) -> None:
 
 
 def _make_cell(source, name, base, arch_values, cli, arch, encoder, upsample, seed) -> Cell:
-    cell_name = f"{arch}-{_slug(encoder)}-{upsample}-s{seed}"
+    label = upsampler_label(upsample)
+    cell_name = f"{arch}-{_slug(encoder)}-{label}-s{seed}"
     raw = copy.deepcopy(base)
     for key, value in arch_values.items():
         set_dotted(raw, key, value, f"{source}: arch_overrides.{arch}: ")
@@ -276,7 +307,7 @@ def _make_cell(source, name, base, arch_values, cli, arch, encoder, upsample, se
         hint = "; set architecture-specific keys under arch_overrides.<arch>" \
             if "model." in str(e) else ""
         raise AblationError(f"{e}{hint}") from None
-    return Cell(cell_name, arch, encoder, upsample, seed, recipe)
+    return Cell(cell_name, arch, encoder, label, seed, recipe)
 
 
 # ----------------------------------------------------------------------------- running

@@ -1,7 +1,8 @@
 """What the report shows of one finished cell, measured from its run folder.
 
-- val mIoU and per-class IoU: from `eval.json` (the final weights, the
-  recipe's evaluation protocol).
+- val mIoU and per-class IoU, Boundary IoU and trimap mIoU: from `eval.json`
+  (the final weights, the recipe's evaluation protocol; runs evaluated before
+  boundary metrics existed have none).
 - parameters and GFLOPs: `zoo.profile` at the size of the first val image
   after the val transform (one image, batch 1).
 - training img/s: the median of the `img_s` rows of `metrics.jsonl`.
@@ -74,8 +75,13 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
+def _finite(value):
+    """A metric as JSON can hold it: None where it is missing or NaN (no class present)."""
+    return None if value is None or value != value else float(value)
+
+
 def _settings(cfg) -> dict:
-    return {"version": 2, "num_images": cfg.num_images, "checkerboard_images": cfg.checkerboard_images,
+    return {"version": 3, "num_images": cfg.num_images, "checkerboard_images": cfg.checkerboard_images,
             "latency_runs": cfg.latency_runs}
 
 
@@ -135,6 +141,10 @@ def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dic
         "mIoU": result["mIoU"],
         "per_class_iou": result["per_class_iou"],
         "pixel_acc": result.get("pixel_acc"),
+        "boundary_iou": _finite(result.get("boundary_iou")),
+        "trimap_miou": _finite(result.get("trimap_miou")),
+        "per_class_boundary_iou": result.get("per_class_boundary_iou"),
+        "boundary_params": result.get("boundary_params"),
         "params": count_params(model),
         "gflops": count_flops(model, size) / 1e9,
         "input_size": list(size),

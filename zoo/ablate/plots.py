@@ -11,6 +11,9 @@
 - `qualitative`: the same val images (rows) predicted by every upsampler of
   one architecture (columns), each image followed by a zoom on the window
   where the thin classes have the most ground-truth pixels.
+- `boundary_vs_miou`: Boundary IoU against mIoU, one point per configuration
+  (colour: upsampler, marker: architecture), seeds as small dots: where
+  upsamplers differ at equal mIoU.
 """
 from __future__ import annotations
 
@@ -253,3 +256,43 @@ def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title:
                    handlelength=1.2, columnspacing=1.0, bbox_to_anchor=(0.5, 0.0))
     fig.subplots_adjust(left=0.005, right=0.995, bottom=bottom, top=1 - 0.3 / fig.get_figheight())
     return save_small(fig, path)
+
+
+def boundary_vs_miou(groups, path: Path) -> Path:
+    """Boundary IoU (y) against mIoU (x) per configuration; configurations whose runs
+    carry no boundary metrics are left out, and said so in the title."""
+    plt = _plt()
+    archs = list(dict.fromkeys(g.family for g in groups))
+    ups = list(dict.fromkeys(g.upsample for g in groups))
+    colors = upsampler_colors(ups)
+    markers = "osD^vP*Xh<>"
+    shown = [g for g in groups if g.boundary_iou is not None and g.miou is not None]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for g in shown:
+        marker = markers[archs.index(g.family) % len(markers)]
+        seeds = [(r.m["mIoU"], r.m["boundary_iou"]) for r in g.runs if r.m.get("boundary_iou") is not None]
+        if len(seeds) > 1:
+            ax.scatter(*zip(*seeds), color=colors[g.upsample], marker=marker, s=8, alpha=0.5, zorder=2)
+        ax.scatter(g.miou, g.boundary_iou, color=colors[g.upsample], marker=marker, s=34, zorder=3,
+                   edgecolor="black", linewidth=0.4)
+    missing = len(groups) - len(shown)
+    ax.set(xlabel="val mIoU (mean over seeds)", ylabel="val boundary IoU (mean over seeds)")
+    ax.set_title("boundary IoU against mIoU" + (f" ({missing} configuration(s) without boundary "
+                                               "metrics left out)" if missing else ""), fontsize=9)
+    ax.xaxis.label.set_fontsize(8)
+    ax.yaxis.label.set_fontsize(8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=_legend_handles(archs, markers, ups, colors), fontsize=6, loc="center left",
+              bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return save_small(fig, path)
+
+
+def _legend_handles(archs, markers, ups, colors) -> list:
+    """One entry per architecture (its marker, unfilled), then one per upsampler (its colour)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    return ([Line2D([], [], linestyle="", marker=markers[i % len(markers)], markerfacecolor="white",
+                    markeredgecolor="black", label=a) for i, a in enumerate(archs)]
+            + [Patch(color=colors[u], label=u) for u in ups])

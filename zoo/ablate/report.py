@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.ablate import plots
-from zoo.ablate.grid import Ablation, Cell, is_finished, run_dir
+from zoo.ablate.grid import Ablation, Cell, is_finished, run_dir, upsampler_label
 from zoo.ablate.measure import load_predictions, measure_run
 
 MARKDOWN, HTML = "README.md", "report.html"
@@ -65,6 +65,10 @@ class Group:
 
     miou = property(lambda self: self._mean("mIoU"))
     miou_std = property(lambda self: self._std("mIoU"))
+    boundary_iou = property(lambda self: self._mean("boundary_iou"))
+    boundary_iou_std = property(lambda self: self._std("boundary_iou"))
+    trimap_miou = property(lambda self: self._mean("trimap_miou"))
+    trimap_miou_std = property(lambda self: self._std("trimap_miou"))
     checkerboard = property(lambda self: self._mean("checkerboard"))
     checkerboard_std = property(lambda self: self._std("checkerboard"))
     latency_ms = property(lambda self: self._mean("latency_ms"))
@@ -116,13 +120,15 @@ def _num(value, fmt="{:.1f}") -> str:
 
 
 def results_table(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
-    header = ["architecture", "encoder", "upsampler", "seeds", "val mIoU", "params (M)", "GFLOPs",
-              "train img/s", "latency (ms)", "checkerboard (stride)"]
+    header = ["architecture", "encoder", "upsampler", "seeds", "val mIoU", "boundary IoU",
+              "trimap mIoU", "params (M)", "GFLOPs", "train img/s", "latency (ms)",
+              "checkerboard (stride)"]
     rows = []
     for g in groups:
         r0 = g.runs[0]
         rows.append([r0.cell.arch, r0.cell.encoder, g.upsample, str(len(g.runs)),
-                     _pm(g.miou, g.miou_std), f"{g.params / 1e6:.2f}", f"{g.gflops:.2f}",
+                     _pm(g.miou, g.miou_std), _pm(g.boundary_iou, g.boundary_iou_std),
+                     _pm(g.trimap_miou, g.trimap_miou_std), f"{g.params / 1e6:.2f}", f"{g.gflops:.2f}",
                      _num(g.img_s), _num(g.latency_ms),
                      f"{_pm(g.checkerboard, g.checkerboard_std, '{:.2g}')} (s={r0.m['checkerboard_stride']})"])
     return header, rows
@@ -154,8 +160,10 @@ def per_class_table(groups: list[Group], classes) -> tuple[list[str], list[list[
 
 
 def runs_table(results: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
-    header = ["cell", "val mIoU", "pixel acc", "train img/s", "latency (ms)", "checkerboard", "run folder"]
-    rows = [[r.cell.name, f"{r.miou:.4f}", _num(r.m.get("pixel_acc"), "{:.4f}"),
+    header = ["cell", "val mIoU", "boundary IoU", "pixel acc", "train img/s", "latency (ms)",
+              "checkerboard", "run folder"]
+    rows = [[r.cell.name, f"{r.miou:.4f}", _num(r.m.get("boundary_iou"), "{:.4f}"),
+             _num(r.m.get("pixel_acc"), "{:.4f}"),
              _num(r.m["train_img_s"]), _num(r.m["latency_ms"]), f"{r.checkerboard:.3g}",
              str(r.path.relative_to(out)) if r.path.is_relative_to(out) else str(r.path)]
             for r in results]
@@ -186,7 +194,8 @@ def _protocol(ablation: Ablation, results: list[RunResult]) -> list[str]:
         f"{t.iters} iterations of batch {d.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} "
         f"schedule, {t.warmup_iters} warm-up; encoder weights `{r.model.get('encoder_weights')}`; "
         f"evaluation `{e.mode}`, scales {list(e.scales)}, flip {e.flip}",
-        f"grid: architectures {g['architectures']} x upsamplers {g['upsamplers']} x encoders "
+        f"grid: architectures {g['architectures']} x upsamplers "
+        f"{[upsampler_label(u) for u in g['upsamplers']]} x encoders "
         f"{g['encoders']} x seeds {g['seeds']} = {len(ablation.cells)} cells, "
         f"{len(results)} finished",
     ]
@@ -205,6 +214,10 @@ MEASUREMENTS = (
     "train img/s: the median of the `img_s` rows of `metrics.jsonl` (wall-clock, including data wait).",
     "latency: the median of timed forward passes of one val image (batch 1, eval mode, after 3 "
     "warm-up passes), on the measuring device below.",
+    "boundary IoU (Cheng et al. 2021): the IoU of each class's pixels within d of its mask's "
+    "contour, d = 2% of the image diagonal (`zoo/engine/boundary.py`), averaged over classes; "
+    "trimap mIoU: the mIoU of the pixels within 3 px of a ground-truth class boundary. Both "
+    "from each run's `eval.json`, the same pass as its mIoU.",
     "checkerboard: `decoders/artifacts.py` `checkerboard_score` of the final logits on the first "
     "val images (energies pooled), at stride s = the scale of the head's last upsampling step "
     "(2 where it has none): the share of the logits' energy near the aliasing frequencies "
@@ -235,6 +248,8 @@ def _document(ablation, out, results, groups, figures, missing, command, device,
                             "not a finding. Add seeds to the grid before drawing conclusions."))
     blocks += [("p", "val mIoU, architecture x upsampler:"),
                ("table", *pivot_table(groups, lambda g: _pm(g.miou, g.miou_std))),
+               ("p", "val Boundary IoU (d = 2% of the diagonal), architecture x upsampler:"),
+               ("table", *pivot_table(groups, lambda g: _pm(g.boundary_iou, g.boundary_iou_std))),
                ("p", "Checkerboard score of the final logits (lower: smoother):"),
                ("table", *pivot_table(groups, lambda g: _pm(g.checkerboard, g.checkerboard_std,
                                                            "{:.2g}"))),
@@ -243,6 +258,7 @@ def _document(ablation, out, results, groups, figures, missing, command, device,
                      + ", ".join(f"`{groups[i].name}`" for i in front) + ".")]
     blocks += [("img", figures["miou"], "val mIoU by upsampler"),
                ("img", figures["pareto"], "mIoU against latency"),
+               ("img", figures["boundary"], "boundary IoU against mIoU by upsampler"),
                ("img", figures["checkerboard"], "checkerboard score by upsampler"),
                ("h2", "Per-class IoU (mean over seeds)"), ("table", *per_class_table(groups, classes)),
                ("img", figures["heatmap"], "per-class IoU heat map")]
@@ -338,6 +354,7 @@ def _figures(ablation, out, results, groups) -> dict:
         "pareto": plots.pareto(groups, pareto_front([(g.latency_ms, g.miou) for g in groups]),
                                out / "pareto.png"),
         "heatmap": plots.heatmap(groups, classes, out / "per_class_iou.png"),
+        "boundary": plots.boundary_vs_miou(groups, out / "boundary_vs_miou.png"),
         "thin": list(ablation.report.thin_classes),
         "qualitative": [],
     }

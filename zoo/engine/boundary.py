@@ -192,10 +192,14 @@ class BoundaryMetrics:
         self.trimap += cm.to(self.trimap.device)
 
     def all_reduce(self) -> None:
-        """Sums the counts over processes; a no-op outside torch.distributed."""
+        """Sums the counts over processes, and merges the d each one met (so every
+        process reports the same ``dilation_px_used``); a no-op outside torch.distributed."""
         if dist.is_available() and dist.is_initialized():
             for t in (self.intersection, self.union, self.trimap):
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            seen = [None] * dist.get_world_size()
+            dist.all_gather_object(seen, sorted(self.distances_used))
+            self.distances_used = set().union(*map(set, seen))
 
     def boundary_iou(self) -> Tensor:
         """Per-class Boundary IoU (float64); NaN where the union is 0."""

@@ -13,7 +13,9 @@ Protocols, as the papers report them:
   horizontally flipped image when ``flip`` (PSPNet / DeepLab "MS+flip",
   mmsegmentation ``aug_test``).
 
-Metrics come from one confusion matrix over the whole set (``metrics.py``).
+Metrics come from one confusion matrix over the whole set (``metrics.py``);
+Boundary IoU and trimap mIoU (``boundary.py``) are accumulated from the same
+predictions in the same pass, and summed over processes alike.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from zoo.data.base import IGNORE_INDEX
 
+from .boundary import BoundaryMetrics
 from .metrics import ConfusionMatrix
 
 Size = Union[int, Tuple[int, int]]
@@ -123,13 +126,19 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
              device="cpu", mode: str = "whole", crop_size: Optional[Size] = None,
              stride: Optional[Size] = None, scales: Sequence[float] = (1.0,),
              flip: bool = False, max_batches: Optional[int] = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, boundary_dilation_ratio: float = 0.02,
+             trimap_width: int = 3) -> dict:
     """mIoU and friends of ``model`` over ``loader`` (batches of image / mask / name).
 
     The model must already be on ``device``; its train / eval mode is restored
     afterwards. Scores are resized (bilinear) to the label's size where they
     differ, so labels may be kept at their original resolution. Under
     torch.distributed each process evaluates its shard and the matrices are summed.
+
+    Beside mIoU, the result holds ``boundary_iou`` and ``trimap_miou`` (with
+    per-class values and ``boundary_params``) from the same predictions: the
+    band is ``boundary_dilation_ratio`` of each label's diagonal (Cheng et al.'s
+    2%), the trimap ``trimap_width`` pixels on each side of a class boundary.
     """
     if mode == "slide":
         crop_size, stride = slide_window(crop_size, stride)
@@ -140,6 +149,8 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    bm = BoundaryMetrics(num_classes, ignore_index, dilation_ratio=boundary_dilation_ratio,
+                         trimap_width=trimap_width, device=device)
     batches = loader
     if progress:
         from tqdm import tqdm
@@ -155,11 +166,15 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
             mask = batch["mask"].to(device, non_blocking=True)
             scores = predict_logits(model, image, mode=mode, crop_size=crop_size, stride=stride,
                                     scales=scales, flip=flip, num_classes=num_classes)
-            cm.update(_resize(scores, mask.shape[-2:]).argmax(1), mask)
+            pred = _resize(scores, mask.shape[-2:]).argmax(1)
+            cm.update(pred, mask)
+            bm.update(pred, mask)
     finally:
         model.train(was_training)
     cm.all_reduce()
+    bm.all_reduce()
     result = cm.compute(class_names)
+    result.update(bm.compute(class_names))
     result["protocol"] = {"mode": mode, "crop_size": _list(crop_size), "stride": _list(stride),
                           "scales": [float(s) for s in scales], "flip": bool(flip)}
     result["confusion"] = cm.matrix.tolist()

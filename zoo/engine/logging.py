@@ -20,6 +20,15 @@ from pathlib import Path
 from zoo.fileio import atomic_write_text
 
 
+BOUNDARY_KEYS = ("boundary_iou", "trimap_miou")
+
+
+def _boundary_text(result: dict) -> str:
+    """"  boundary IoU 0.4120  trimap mIoU 0.5531" for the keys the result has."""
+    names = {"boundary_iou": "boundary IoU", "trimap_miou": "trimap mIoU"}
+    return "".join(f"  {names[k]} {result[k]:.4f}" for k in BOUNDARY_KEYS if k in result)
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, *, total_iters: int, start_iter: int = 0, enabled: bool = True,
                  wandb_cfg=None, config: dict | None = None):
@@ -70,9 +79,10 @@ class RunLogger:
     def eval_result(self, it: int, result: dict, class_names) -> None:
         row = {"iter": it + 1, "mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"],
                "mean_acc": result["mean_acc"]}
+        row.update({k: result[k] for k in BOUNDARY_KEYS if k in result})
         self.write({**row, "per_class_iou": result["per_class_iou"]})
         self.info(f"[{it + 1}/{self.total}] val mIoU {result['mIoU']:.4f}  "
-                  f"pixel acc {result['pixel_acc']:.4f}")
+                  f"pixel acc {result['pixel_acc']:.4f}" + _boundary_text(result))
         if self.wandb is not None:
             import wandb
             per_class = {f"iou/{k}": v for k, v in result["per_class_iou"].items() if v is not None}

@@ -50,13 +50,14 @@ class SegmentationModel(nn.Module):
 
 
 def build_encoder(encoder: str, *, upsample, output_stride: int, encoder_weights,
-                  in_chans: int, capture_pools: bool = False) -> Encoder:
+                  in_chans: int, capture_pools: bool = False, vit_blocks=None) -> Encoder:
     """The encoder wrapper, capturing max-pool switches only when the upsampler
-    declares that it needs them."""
+    declares that it needs them. `vit_blocks`: for a plain ViT, the block each
+    pyramid level is read from (default: the last block for all)."""
     needs_switches = upsampler_class(upsample).needs_switches
     return Encoder(encoder, in_chans=in_chans, output_stride=output_stride,
                    weights=encoder_weights, capture_switches=needs_switches,
-                   capture_pools=capture_pools)
+                   capture_pools=capture_pools, vit_blocks=vit_blocks)
 
 
 def load_pretrained_fc(targets: dict, encoder: Encoder, where: str) -> bool:

@@ -9,9 +9,9 @@ from zoo.registry import register_model, register_preset
 
 
 def _create(name, encoder, num_classes, upsample, output_stride, encoder_weights, in_chans,
-            fc_channels, decoder_channels, depths, norm_layer, act_layer):
+            fc_channels, decoder_channels, depths, norm_layer, act_layer, vit_blocks):
     enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
-                        encoder_weights=encoder_weights, in_chans=in_chans)
+                        encoder_weights=encoder_weights, in_chans=in_chans, vit_blocks=vit_blocks)
     head = DeconvNetHead(enc.info, num_classes, upsample, fc_channels=fc_channels,
                          decoder_channels=tuple(decoder_channels) if decoder_channels else None,
                          depths=tuple(depths), norm_layer=norm_layer, act_layer=act_layer)
@@ -25,18 +25,19 @@ def deconvnet(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | 
               output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
               fc_channels: int = 4096, decoder_channels: tuple[int, ...] | None = None,
               depths: tuple[int, ...] = (3, 3, 3, 2, 2), norm_layer: str | None = "batchnorm",
-              act_layer: str | None = "relu"):
+              act_layer: str | None = "relu", vit_blocks: tuple[int, ...] | None = None):
     return _create("deconvnet", encoder, num_classes, upsample, output_stride, encoder_weights,
-                   in_chans, fc_channels, decoder_channels, depths, norm_layer, act_layer)
+                   in_chans, fc_channels, decoder_channels, depths, norm_layer, act_layer, vit_blocks)
 
 
 @register_model
 def segnet(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "unpool",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
            decoder_channels: tuple[int, ...] | None = None, depths: tuple[int, ...] = (3, 3, 3, 2, 2),
-           norm_layer: str | None = "batchnorm", act_layer: str | None = "relu"):
+           norm_layer: str | None = "batchnorm", act_layer: str | None = "relu",
+           vit_blocks: tuple[int, ...] | None = None):
     return _create("segnet", encoder, num_classes, upsample, output_stride, encoder_weights,
-                   in_chans, None, decoder_channels, depths, norm_layer, act_layer)
+                   in_chans, None, decoder_channels, depths, norm_layer, act_layer, vit_blocks)
 
 
 register_preset("deconvnet_vgg16", deconvnet, encoder="vgg16_bn")

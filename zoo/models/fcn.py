@@ -7,9 +7,11 @@ from zoo.registry import register_model, register_preset
 
 
 def _create_fcn(name: str, skips: int, encoder: str, num_classes: int, upsample, output_stride: int,
-                encoder_weights, in_chans: int, fc_channels: int, dropout: float, act_layer):
+                encoder_weights, in_chans: int, fc_channels: int, dropout: float, act_layer,
+                vit_blocks):
     enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
-                        encoder_weights=encoder_weights, in_chans=in_chans, capture_pools=skips > 0)
+                        encoder_weights=encoder_weights, in_chans=in_chans, capture_pools=skips > 0,
+                        vit_blocks=vit_blocks)
     head = FCNHead(enc.info, num_classes, upsample, skips=skips, fc_channels=fc_channels,
                    dropout=dropout, act_layer=act_layer)
     fc = head.fc
@@ -21,25 +23,28 @@ def _create_fcn(name: str, skips: int, encoder: str, num_classes: int, upsample,
 @register_model
 def fcn32s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",
+           vit_blocks: tuple[int, ...] | None = None):
     return _create_fcn("fcn32s", 0, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, fc_channels, dropout, act_layer)
+                       in_chans, fc_channels, dropout, act_layer, vit_blocks)
 
 
 @register_model
 def fcn16s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",
+           vit_blocks: tuple[int, ...] | None = None):
     return _create_fcn("fcn16s", 1, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, fc_channels, dropout, act_layer)
+                       in_chans, fc_channels, dropout, act_layer, vit_blocks)
 
 
 @register_model
 def fcn8s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
           output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
-          fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu"):
+          fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",
+          vit_blocks: tuple[int, ...] | None = None):
     return _create_fcn("fcn8s", 2, encoder, num_classes, upsample, output_stride, encoder_weights,
-                       in_chans, fc_channels, dropout, act_layer)
+                       in_chans, fc_channels, dropout, act_layer, vit_blocks)
 
 
 register_preset("fcn8s_vgg16", fcn8s, encoder="vgg16_bn")

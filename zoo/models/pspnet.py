@@ -11,9 +11,9 @@ def pspnet(encoder: str = "resnet50", num_classes: int = 21, upsample: str | dic
            output_stride: int = 8, encoder_weights: str | None = None, in_chans: int = 3,
            bins: tuple[int, ...] = (1, 2, 3, 6), head_channels: int = 512, dropout: float = 0.1,
            aux_head: bool = True, aux_channels: int = 256, norm_layer: str | None = "batchnorm",
-           act_layer: str | None = "relu"):
+           act_layer: str | None = "relu", vit_blocks: tuple[int, ...] | None = None):
     enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
-                        encoder_weights=encoder_weights, in_chans=in_chans)
+                        encoder_weights=encoder_weights, in_chans=in_chans, vit_blocks=vit_blocks)
     head = PSPHead(enc.info, num_classes, upsample, bins=tuple(bins), head_channels=head_channels,
                    dropout=dropout, norm_layer=norm_layer, act_layer=act_layer)
     aux = AuxHead(enc.channels[-2], num_classes, aux_channels, dropout, norm_layer,

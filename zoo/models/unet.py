@@ -11,9 +11,9 @@ def unet(encoder: str = "resnet34", num_classes: int = 21, upsample: str | dict 
          output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
          decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
          norm_layer: str | None = "batchnorm", act_layer: str | None = "relu",
-         classifier_kernel: int = 3):
+         classifier_kernel: int = 3, vit_blocks: tuple[int, ...] | None = None):
     enc = build_encoder(encoder, upsample=upsample, output_stride=output_stride,
-                        encoder_weights=encoder_weights, in_chans=in_chans)
+                        encoder_weights=encoder_weights, in_chans=in_chans, vit_blocks=vit_blocks)
     head = UNetHead(enc.info, num_classes, upsample, decoder_channels=tuple(decoder_channels),
                     norm_layer=norm_layer, act_layer=act_layer, classifier_kernel=classifier_kernel)
     return SegmentationModel(enc, head)

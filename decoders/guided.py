@@ -1,0 +1,179 @@
+"""Upsamplers that read the encoder feature at the target resolution, pure PyTorch.
+
+- `fade`: FADE, "Fusing the Assets of Decoder and Encoder for Task-Agnostic
+  Upsampling" (Lu, Liu, Fu & Cao, ECCV 2022).
+- `sapa`: SAPA, "Similarity-Aware Point Affiliation for Feature Upsampling"
+  (Lu, Liu, Ye, Fu, Liu & Cao, NeurIPS 2022).
+
+Both are reassembly operators: every output point is a weighted sum of the
+k x k low-resolution neighbours of its source pixel (the pixel it falls in,
+``(y // s, x // s)``), with weights that sum to 1, predicted per output point
+from the encoder feature there (the guide) and the decoder feature. They
+declare ``needs_guide``; heads hand them the guide and its channel count
+(``guide_channels``). Used on their own, the guide is taken to be as wide as
+the input.
+
+One deliberate difference from the authors' code: neighbours outside the
+image take no weight (they are left out of the softmax). The reference
+reassembly zero-pads, so near the border part of the weight lands on zeros
+and a constant map darkens there; here a constant stays constant everywhere
+and every output is a convex combination of real features.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from decoders.blocks import fit_to_size
+from decoders.upsample import Upsampler, _project, register_upsampler
+
+
+def _grid(t: Tensor, h: int, w: int, s: int) -> Tensor:
+    """(N, C, s*h, s*w) -> (N, C, h, s, w, s): output points by source pixel and phase."""
+    return t.reshape(t.shape[0], t.shape[1], h, s, w, s)
+
+
+def neighbour_softmax(logits: Tensor, kernel_size: int) -> Tensor:
+    """Softmax over the k*k neighbours (dim 1) of (N, k*k, h, s, w, s) logits,
+    neighbours outside the h x w image excluded (weight exactly 0)."""
+    h, w = logits.shape[2], logits.shape[4]
+    ones = torch.ones(1, 1, h, w, device=logits.device)
+    inside = F.unfold(ones, kernel_size, padding=kernel_size // 2) > 0
+    inside = inside.reshape(1, kernel_size ** 2, h, 1, w, 1)
+    return logits.masked_fill(~inside, float("-inf")).softmax(dim=1)
+
+
+def reassemble(values: Tensor, weights: Tensor, kernel_size: int) -> Tensor:
+    """out[:, :, y, x] = sum_k weights[:, k, y, x] * values[:, :, y // s + dy_k, x // s + dx_k].
+
+    ``values`` (N, C, h, w); ``weights`` (N, k*k, h, s, w, s), neighbours in
+    row-major order over the k x k window. Returns (N, C, s*h, s*w)."""
+    n, c, h, w = values.shape
+    s = weights.shape[3]
+    patches = F.unfold(values, kernel_size, padding=kernel_size // 2)
+    patches = patches.reshape(n, c, kernel_size ** 2, h, w)
+    out = torch.einsum("nckhw,nkhiwj->nchiwj", patches, weights.to(patches.dtype))
+    return out.reshape(n, c, h * s, w * s)
+
+
+def _guide(guide: Tensor | None, x: Tensor, scale: int, name: str) -> Tensor:
+    """The guide fitted to the full s*h x s*w grid (replicate-padded past the target)."""
+    if guide is None:
+        raise ValueError(f"{name} needs a guide: the encoder feature at the target resolution")
+    th, tw = x.shape[-2] * scale, x.shape[-1] * scale
+    guide = guide[..., :th, :tw]
+    # Padding by amounts that may be 0, without a branch on sizes: exports stay dynamic.
+    return F.pad(guide, (0, tw - guide.shape[-1], 0, th - guide.shape[-2]), mode="replicate")
+
+
+@register_upsampler("fade")
+class FadeUpsample(Upsampler):
+    """FADE: a gate between the encoder feature and a CARAFE-style reassembly of
+    the decoder feature, with kernels generated from both.
+
+    With ``G`` the guide (encoder, target resolution), ``X`` the decoder input
+    and ``up`` nearest upsampling by s:
+
+    - kernels: ``softmax_k( conv(C_g G) + up(conv(C_x X)) )``, one k x k kernel
+      per output point. ``conv`` is one 3x3 convolution applied to both
+      compressed features ("semi-shift convolution": the decoder's low-res
+      window, shifted by the encoder's position inside it);
+    - gate: ``sigmoid(up(conv1x1(X)))``, one value in [0, 1] per output point;
+    - output: ``gate * A(G) + (1 - gate) * reassemble(P(X), kernels)``, ``A`` and
+      ``P`` 1x1 projections to ``out_channels`` where channel counts differ.
+
+    At initialisation the gate convolution is zero, so the gate is exactly 1/2,
+    and the kernel convolution is near zero (std 1e-3, as CARAFE), so kernels
+    are near uniform: the output starts as half the guide and half the local
+    k x k mean of the decoder feature.
+    """
+
+    needs_guide = True
+
+    def __init__(self, in_channels, out_channels, scale, guide_channels=None,
+                 embedding: int = 64, up_kernel: int = 5, encoder_kernel: int = 3):
+        super().__init__(in_channels, out_channels, scale)
+        guide_channels = guide_channels or in_channels
+        self.k = up_kernel
+        self.compress_guide = nn.Conv2d(guide_channels, embedding, 1)
+        self.compress_x = nn.Conv2d(in_channels, embedding, 1, bias=False)
+        self.kernel_conv = nn.Conv2d(embedding, up_kernel ** 2, encoder_kernel,
+                                     padding=encoder_kernel // 2)
+        self.gate_conv = nn.Conv2d(in_channels, 1, 1)
+        self.project = _project(in_channels, out_channels)
+        self.align = _project(guide_channels, out_channels)
+        for conv in (self.compress_guide, self.compress_x):
+            nn.init.xavier_uniform_(conv.weight)
+        nn.init.normal_(self.kernel_conv.weight, std=0.001)
+        for conv in (self.gate_conv, self.compress_guide, self.kernel_conv):
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.gate_conv.weight)
+
+    def gate(self, x: Tensor) -> Tensor:
+        """(N, 1, s*h, s*w) in [0, 1]."""
+        return torch.sigmoid(F.interpolate(self.gate_conv(x), scale_factor=self.scale, mode="nearest"))
+
+    def kernels(self, x: Tensor, guide: Tensor) -> Tensor:
+        """(N, k*k, h, s, w, s) reassembly kernels; ``guide`` at s*h x s*w."""
+        low = self.kernel_conv(self.compress_x(x))
+        logits = self.kernel_conv(self.compress_guide(guide)) + \
+            F.interpolate(low, scale_factor=self.scale, mode="nearest")
+        return neighbour_softmax(_grid(logits, x.shape[-2], x.shape[-1], self.scale), self.k)
+
+    def forward(self, x, guide=None, indices=None, output_size=None):
+        g = _guide(guide, x, self.scale, "fade")
+        gate = self.gate(x)
+        out = gate * self.align(g) + (1 - gate) * reassemble(self.project(x), self.kernels(x, g), self.k)
+        return fit_to_size(out, self.target(x, output_size))
+
+
+@register_upsampler("sapa")
+class SapaUpsample(Upsampler):
+    """SAPA: each output point takes the k x k low-res neighbours of its source
+    pixel, weighted by the softmax of the similarity between its own encoder
+    feature and theirs.
+
+    ``q = W_q LN(G)`` at every output point, ``key = W_k LN(X)`` at every
+    low-res pixel (LN: layer norm over channels; W: 1x1 projections to
+    ``embedding`` channels), ``weights = softmax_k(q . key_k)`` over the in-image
+    neighbours, and the output is ``sum_k weights_k P(X)_k`` (``P`` a 1x1
+    projection where channel counts differ, linear, so the output is still a
+    convex combination of projected neighbours). A point whose encoder feature
+    resembles one side of an edge takes its value from that side: boundaries
+    stay sharp, regions stay smooth.
+
+    At initialisation the projections are small (truncated normal, std 0.02,
+    as the authors'), so similarities are near 0 and the weights near uniform:
+    the output starts close to the local k x k mean of the decoder feature,
+    nearest-upsampled.
+    """
+
+    needs_guide = True
+
+    def __init__(self, in_channels, out_channels, scale, guide_channels=None,
+                 embedding: int = 64, up_kernel: int = 5):
+        super().__init__(in_channels, out_channels, scale)
+        from timm.layers import LayerNorm2d
+        guide_channels = guide_channels or in_channels
+        self.k = up_kernel
+        self.norm_guide, self.norm_x = LayerNorm2d(guide_channels), LayerNorm2d(in_channels)
+        self.query = nn.Conv2d(guide_channels, embedding, 1)
+        self.key = nn.Conv2d(in_channels, embedding, 1)
+        for conv in (self.query, self.key):
+            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+        self.project = _project(in_channels, out_channels)
+
+    def weights(self, x: Tensor, guide: Tensor) -> Tensor:
+        """(N, k*k, h, s, w, s) affinities; ``guide`` at s*h x s*w."""
+        h, w = x.shape[-2:]
+        q = _grid(self.query(self.norm_guide(guide)), h, w, self.scale)
+        key = F.unfold(self.key(self.norm_x(x)), self.k, padding=self.k // 2)
+        key = key.reshape(x.shape[0], -1, self.k ** 2, h, w)
+        return neighbour_softmax(torch.einsum("nehiwj,nekhw->nkhiwj", q, key), self.k)
+
+    def forward(self, x, guide=None, indices=None, output_size=None):
+        g = _guide(guide, x, self.scale, "sapa")
+        out = reassemble(self.project(x), self.weights(x, g), self.k)
+        return fit_to_size(out, self.target(x, output_size))
