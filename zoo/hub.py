@@ -57,6 +57,7 @@ from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir,
 
 PUBLISHED_FORMAT = "segzoo-published/1"
 WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -79,7 +80,13 @@ class Entry:
     metrics: dict = field(default_factory=dict)  # mIoU, per_class_iou, ...
     dataset: str = ""
     recipe: dict | str | None = None  # the resolved recipe inline, or a path / URL to it
-    speed: dict = field(default_factory=dict)  # e.g. {"img_per_s": 40.1, "device": "H100", "size": [360, 480]}
+    speed: dict = field(default_factory=dict)  # {"latency_ms": 41.0, "device": "...", "threads": 1, "size": [h, w]}
+    cost: dict = field(default_factory=dict)  # {"params": 1234567, "gflops": 12.3, "size": [360, 480]}
+    recipe_file: str = ""  # the recipe in the repository that reproduces it
+    command: str = ""  # the command that trained it
+    machine: str = ""  # where it was trained
+    date: str = ""  # when (YYYY-MM-DD)
+    pictures: list = field(default_factory=list)  # repository-relative: confusion matrix, val predictions
     license: str = ""
     intended_use: str = ""
     limitations: str = ""
@@ -144,23 +151,34 @@ class Entry:
 
 
 class _Entries(Mapping):
-    """Entries registered in code plus those of the `$ZOO_INDEX` file; the file is
-    read on first use and read again when the variable names another one."""
+    """Entries shipped in the package (`zoo/weights/index.json`), registered in code, and
+    those of the `$ZOO_INDEX` file. Each index file is read on first use, and read again
+    when its path changes; a name given twice is refused."""
 
     def __init__(self):
         self._code: dict[str, Entry] = {}
-        self._index: dict[str, Entry] = {}
-        self._index_path: str | None = None
+        self._files: dict[str, tuple[str | None, dict[str, Entry]]] = {}
+
+    def _file(self, key: str, path: str | None, label: str) -> dict[str, Entry]:
+        cached = self._files.get(key)
+        if cached is None or cached[0] != path:
+            cached = (path, read_index(path, label) if path else {})
+            self._files[key] = cached
+        return cached[1]
 
     def _all(self) -> dict[str, Entry]:
+        shipped_path = str(SHIPPED_INDEX) if Path(SHIPPED_INDEX).is_file() else None
+        shipped = self._file("shipped", shipped_path, str(SHIPPED_INDEX))
         path = os.environ.get("ZOO_INDEX") or None
-        if path != self._index_path:
-            index = read_index(path) if path else {}
-            twice = sorted(set(index) & set(self._code))
+        index = self._file("env", path, f"ZOO_INDEX={path}")
+        for other, what in ((shipped, "shipped with the package"), (self._code, "registered in code")):
+            twice = sorted(set(index) & set(other))
             if twice:
-                raise ValueError(f"ZOO_INDEX={path}: entry {twice[0]!r} is already registered in code")
-            self._index, self._index_path = index, path
-        return {**self._code, **self._index}
+                raise ValueError(f"ZOO_INDEX={path}: entry {twice[0]!r} is already {what}")
+        twice = sorted(set(shipped) & set(self._code))
+        if twice:
+            raise ValueError(f"register_entry: entry {twice[0]!r} is already shipped with the package")
+        return {**shipped, **self._code, **index}
 
     def __getitem__(self, name: str) -> Entry:
         return self._all()[name]
@@ -178,6 +196,8 @@ class _Entries(Mapping):
         self._code[entry.name] = entry
 
 
+# The entries whose weights ship inside the package (written by `tools/publish.py --ship`).
+SHIPPED_INDEX = Path(__file__).resolve().parent / "weights" / "index.json"
 ENTRIES: Mapping[str, Entry] = _Entries()
 
 
@@ -206,11 +226,11 @@ def _check_names(entry: Entry, where: str) -> None:
         raise ValueError(f"{where}: model name {entry.arch!r} is not a registered architecture{hint}")
 
 
-def read_index(path: str | os.PathLike) -> dict[str, Entry]:
+def read_index(path: str | os.PathLike, where: str | None = None) -> dict[str, Entry]:
     """Entries of a JSON index file: `{"entries": [{...Entry fields...}, ...]}` (or a bare list).
-    A relative `url` is taken relative to the index file's folder."""
+    A relative `url` is taken relative to the index file's folder. Errors start with `where`."""
     path = Path(path).expanduser()
-    where = f"ZOO_INDEX={path}"
+    where = where or str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file")
     try:
@@ -248,53 +268,95 @@ def get_entry(name: str) -> Entry:
 
 
 def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """The entry's model. `pretrained=True`: its trained weights (downloaded, verified,
-    cached) and `.meta`; keywords may only repeat the entry's own values.
-    `pretrained=False`: the same architecture with fresh weights; keywords override."""
+    """The entry's model. `pretrained=True`: its trained weights (verified; downloaded and
+    cached when not shipped) and `.meta`. Keywords change the architecture, e.g.
+    `num_classes=5` to fine-tune: every tensor whose shape still fits is loaded, the others
+    (the classifier) keep their fresh values and a warning names them.
+    `pretrained=False`: the same architecture with fresh weights."""
     from zoo import registry
     entry = get_entry(name)
     if not pretrained:
         return registry.create(**{**entry.model, **kwargs})
-    _check_overrides(entry, kwargs)
-    model = build_model(entry.model, entry_weights(entry))
-    model.meta = entry.meta()
-    return model
-
-
-def _check_overrides(entry: Entry, kwargs: dict) -> None:
-    from zoo.registry import builder_params
     if "encoder_weights" in kwargs:
         raise ValueError(f"{entry.name}: encoder_weights has no effect with pretrained=True "
                          "(the entry's weights cover the whole model)")
-    params = builder_params(entry.arch)
-    changed = []
-    for k, v in kwargs.items():
-        if k not in params:
-            raise ValueError(f"{entry.name}: unknown argument {k!r}; valid: {', '.join(params)}")
-        own = entry.model.get(k, params[k].default)
-        if _plain(v) != _plain(own):
-            changed.append(f"{k}={v!r} (entry: {own!r})")
-    if changed:
-        raise ValueError(f"{entry.name}: pretrained=True builds the entry's architecture; "
-                         f"{', '.join(changed)} would not fit its weights. Use pretrained=False for "
-                         "fresh weights, or load the entry and replace the layers you need.")
+    model = build_architecture({**entry.model, **kwargs})
+    skipped = load_weights(model, entry_weights(entry), entry.name, skip_mismatched=True)
+    model.meta = entry.meta()
+    if skipped:
+        model.meta["skipped"] = skipped
+        if model.config.get("num_classes", entry.num_classes) != entry.num_classes:
+            for key in ("classes", "palette", "metrics"):  # they describe the entry's classifier
+                model.meta.pop(key)
+    return model
 
 
-def _plain(v):
-    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = None, **kwargs) -> nn.Module:
+    """`zoo.create("hf-hub:org/repo[@rev]")`: the architecture its config.json names (keywords
+    change it, as for entries); `pretrained=True` also loads its weights (see zoo.hf)."""
+    from zoo import hf
+    weights, model_kwargs, meta = hf.download(source, sha256=sha256, with_weights=pretrained)
+    model = build_architecture({**model_kwargs, **kwargs})
+    if pretrained:
+        meta["skipped"] = load_weights(model, weights, source, skip_mismatched=True)
+        model.meta = meta
+    return model
+
+
+def init_from(model: nn.Module, source: str) -> nn.Module:
+    """Start `model` from an entry's weights (a name or `hf-hub:...`), skipping the tensors
+    whose shapes differ; a recipe's `model.pretrained: <entry>`."""
+    if source.startswith(HF_PREFIX):
+        from zoo import hf
+        weights, _, _ = hf.download(source, with_weights=True)
+    else:
+        weights = entry_weights(get_entry(source))
+    model.meta = {"initialised_from": source,
+                  "skipped": load_weights(model, weights, source, skip_mismatched=True)}
+    return model
 
 
 # ---------------------------------------------------------------- building
 
+HF_PREFIX = "hf-hub:"
+
+
+def load_weights(model: nn.Module, weights: Path, source: str, skip_mismatched: bool = False) -> list[str]:
+    """Load a safetensors file into `model` (fp16 on disk becomes the model's dtype). Keys must
+    match; with `skip_mismatched`, tensors whose shapes differ keep the model's values and are
+    returned (and named in a warning), else they are an error."""
+    import warnings
+
+    from safetensors.torch import load_file
+    state = load_file(str(weights), device="cpu")
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{weights}: the weights of {source} do not fit {model.config}: "
+                         f"missing {_few(missing)}; unexpected {_few(unexpected)}")
+    differ = [k for k in own if state[k].shape != own[k].shape]
+    if differ and not skip_mismatched:
+        raise ValueError(f"{weights}: the weights of {source} do not fit {model.config}: shapes differ "
+                         f"for {_few([f'{k} {list(state[k].shape)} vs {list(own[k].shape)}' for k in differ])}")
+    skipped = [f"{k} {list(state[k].shape)} -> {list(own[k].shape)}" for k in differ]
+    if skipped:
+        warnings.warn(f"{source}: {len(skipped)} tensor(s) whose shapes differ were not loaded "
+                      f"and keep fresh values: {', '.join(skipped)}", stacklevel=3)
+    state.update({k: own[k] for k in differ})
+    model.load_state_dict(state, strict=True)
+    return [k for k in differ]
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
 def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
     """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
-    from safetensors.torch import load_file
     model = build_architecture(model_kwargs)
-    state = load_file(str(weights), device="cpu")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{weights}: the weights do not fit {model.config}: {e}") from None
+    load_weights(model, weights, str(weights))
     return model.to(map_location)
 
 
@@ -329,6 +391,12 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
     sha256 = sha256.lower() if isinstance(sha256, str) else sha256
     if sha256 is not None and not _HEX64.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    if source.startswith(HF_PREFIX):
+        from zoo import hf
+        weights, model_kwargs, meta = hf.download(source, sha256=sha256)
+        model = build_model(model_kwargs, weights, map_location)
+        model.meta = meta
+        return model.eval()
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
         folder, sha256 = _fetch_published(source, sha256)
@@ -385,21 +453,35 @@ def _read_folder(path: Path, pointer: str) -> tuple[Path, dict, dict]:
         info = load_meta(folder)
         meta = {"name": folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name,
                 "checkpoint": folder.name}
-    elif (folder / "config.json").is_file():
-        info = json.loads((folder / "config.json").read_text())
-        fmt = info.get("format", PUBLISHED_FORMAT)
-        if fmt != PUBLISHED_FORMAT:
-            raise ValueError(f"{folder / 'config.json'}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
-        meta = {"name": info.get("name", folder.name)}
+    elif (folder / CONFIG).is_file():
+        return (weights, *read_config(folder / CONFIG, folder.name))
     else:
-        raise FileNotFoundError(f"{folder}: {WEIGHTS} without meta.json or config.json to say "
+        raise FileNotFoundError(f"{folder}: {WEIGHTS} without meta.json or {CONFIG} to say "
                                 "which model it belongs to")
+    return (weights, *_model_and_meta(info, meta, str(folder)))
+
+
+def read_config(path: Path, default_name: str) -> tuple[dict, dict]:
+    """(model arguments, meta) of a published folder's config.json."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    fmt = info.get("format", PUBLISHED_FORMAT)
+    if fmt != PUBLISHED_FORMAT:
+        raise ValueError(f"{path}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
+    return _model_and_meta(info, {"name": info.get("name", default_name)}, str(path))
+
+
+def _model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
     if not isinstance(info.get("model"), dict):
-        raise ValueError(f"{folder}: its metadata has no 'model' arguments")
+        raise ValueError(f"{where}: its metadata has no 'model' arguments")
     for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration"):
         if key in info:
             meta[key] = info[key]
-    return weights, info["model"], meta
+    return info["model"], meta
 
 
 def _published_digest(weights: Path) -> str | None:
@@ -426,7 +508,11 @@ def _refuse_pickle(source: str) -> None:
 
 
 def entry_weights(entry: Entry) -> Path:
-    """The entry's verified weights file: in place when local, else in the cache."""
+    """The entry's verified weights file: in place when local (shipped), else in the cache
+    (huggingface_hub's for `hf-hub:` URLs)."""
+    if entry.url.startswith(HF_PREFIX):
+        from zoo import hf
+        return hf.entry_weights(entry.url, entry.sha256, entry.name)
     path = local_path(entry.weights_url)
     if path is not None:
         if not path.is_file():

@@ -73,9 +73,26 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
-def create(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model. `None` keywords keep the defaults."""
+def create(name: str | None = None, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """Build a registered model. `None` keywords keep the defaults.
+
+    `pretrained=True` loads the trained weights of the entry (or `hf-hub:` repository)
+    `name` names; other keywords may change its architecture (`num_classes=5` to fine-tune),
+    and the tensors that no longer fit are left fresh and named in a warning. A recipe's
+    `model.pretrained: <entry>` passes the entry's name instead: the model `name` builds
+    (the entry itself when `name` is not given) starts from that entry's weights."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(pretrained, str) and pretrained:
+        from zoo import hub
+        if name is None or name == pretrained:
+            return create(pretrained, pretrained=True, **kwargs)
+        base = dict(hub.get_entry(name).model) if name in _entries() else {"name": name}
+        return hub.init_from(hub.build_architecture({**base, **kwargs}), pretrained)
+    if name is None:
+        raise TypeError("create() needs a model name (or pretrained=<entry name>)")
+    if name.startswith("hf-hub:"):
+        from zoo import hub
+        return hub.create_from_hub(name, pretrained=bool(pretrained), **kwargs)
     if pretrained or name in _entries():
         from zoo import hub
         return hub.create_entry(name, pretrained=pretrained, **kwargs)
