@@ -62,14 +62,14 @@ def _get(repo_id: str, revision: str | None, filename: str, *, force: bool = Fal
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                                     local_files_only=local_only, force_download=force and not local_only,
                                     library_name="segzoo", library_version=__version__))
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise DownloadError(f"{where}: {filename}: {str(e).splitlines()[0]}") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
         if local_only:
             raise OfflineError(f"offline mode and {where} {filename} is not in the Hugging Face cache; "
                                "unset ZOO_OFFLINE / HF_HUB_OFFLINE to download it") from None
         raise DownloadError(f"{where}: {filename} could not be downloaded and is not cached "
                             f"(endpoint {endpoint() or 'huggingface.co'} unreachable?)") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise DownloadError(f"{where}: {filename}: {str(e).splitlines()[0]}") from None
 
 
 def folder_digest(config: Path, weights: Path) -> str:

@@ -4,11 +4,20 @@ Weights are data (torchvision's `Weights`, timm's pretrained cfg): an `Entry`
 says where the weights are (`url`, `sha256`) apart from how the model is built
 (`model`, the keyword arguments of `zoo.create`), what a user needs to use them
 (classes, palette, mean/std) and what they were measured to do (evaluation
-protocol, metrics, recipe).
+protocol, metrics, cost, latency, recipe, command, machine, date).
 
     zoo.create("unet_resnet18_camvid", pretrained=True)                  # an entry
+    zoo.create("unet_resnet18_camvid", pretrained=True, num_classes=5)   # fine-tuning from it
     zoo.load("runs/unet_camvid")                                        # a run folder
     zoo.load("https://host/models/unet_resnet18_camvid", sha256="...")   # a published folder
+    zoo.load("hf-hub:org/unet_resnet18_camvid@<commit>", sha256="...")   # on the Hugging Face Hub (zoo.hf)
+
+Entries come from three places: the package's own `zoo/weights/index.json`
+(weights shipped beside it, fp16, written by `tools/publish.py --ship`; see
+`zoo.ship`), `register_entry`, and the JSON file `$ZOO_INDEX` names. Index files
+are read on first use (and again when their path changes); a relative `url` is
+relative to the index file. A shipped or local weights file is hashed before
+every load and refused, by name, when its sha256 differs.
 
 A published folder (written by `zoo.publish.publish`) holds
 
@@ -17,12 +26,12 @@ A published folder (written by `zoo.publish.publish`) holds
     model.safetensors           the weights
     model.safetensors.sha256    "<hex>  model.safetensors" (sha256sum format)
 
-`Entry.url` is such a folder's URL (weights at `<url>/model.safetensors`) or
-the URL of the `.safetensors` file itself (a release asset); http(s)://,
-file:// and plain paths work. Entries come from `register_entry` and from the
-JSON file `$ZOO_INDEX` names (read on first use, and again when it changes).
+`Entry.url` is such a folder's URL (weights at `<url>/model.safetensors`), the
+URL of the `.safetensors` file itself (a release asset), or `hf-hub:org/repo@rev`;
+http(s)://, file:// and plain paths work.
 
-Cache (`$ZOO_HOME`, default `~/.cache/segzoo`):
+Cache of http(s) downloads (`$ZOO_HOME`, default `~/.cache/segzoo`; the Hub's
+files live in huggingface_hub's own cache):
 
     entries/<entry name>/model.safetensors
     urls/<sha256(url)[:16]>/config.json, model.safetensors, model.safetensors.sha256
@@ -33,7 +42,7 @@ hashed again before every load. A mismatch removes the file and raises.
 Without `sha256=`, a URL load checks the weights against the
 `model.safetensors.sha256` published beside them, which catches corruption but
 not a server that lies: pass `sha256=` to pin what you trust. `ZOO_OFFLINE=1`
-reads the cache only. Pickle checkpoints are refused: nothing from outside is
+reads the caches only. Pickle checkpoints are refused: nothing from outside is
 unpickled. Encoder weights are never downloaded here: the zoo's weights cover
 the whole model.
 """
