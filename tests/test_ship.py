@@ -6,6 +6,7 @@ import io
 import json
 import re
 import runpy
+import shutil
 import warnings
 from pathlib import Path
 
@@ -28,20 +29,33 @@ def run(tmp_path_factory):
     return run_dir, make_run(run_dir, data_root=str(run_dir.parent / "data" / "synthetic"))
 
 
-@pytest.fixture
-def shipped(run, tmp_path, monkeypatch):
-    """The run shipped through tools/publish.py into a temporary package and repository;
-    the registry reads that package's index. Returns (paths, printed summary)."""
-    paths = {"weights": tmp_path / "pkg" / "weights", "card": tmp_path / "repo" / "MODEL_CARD.md"}
+@pytest.fixture(scope="module")
+def shipped_once(run, tmp_path_factory):
+    """The run shipped once through tools/publish.py into a temporary package and repository."""
+    root = tmp_path_factory.mktemp("shipped")
+    paths = {"weights": root / "pkg" / "weights", "card": root / "repo" / "MODEL_CARD.md"}
     paths["card"].parent.mkdir()
     paths["card"].write_text("# Model card\n\n## Zoo entries\n\nstale text\n\n## Training results\n\nkept\n")
-    printed = _cli([str(run[0]), "--ship", NAME, "--recipe", "recipes/tiny.yaml",
-                    "--weights-dir", str(paths["weights"]), "--card", str(paths["card"])])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ship, "LATENCY_S", 0.1)
+        printed = _cli([str(run[0]), "--ship", NAME, "--recipe", "recipes/tiny.yaml",
+                        "--weights-dir", str(paths["weights"]), "--card", str(paths["card"])])
+    return paths, printed
+
+
+@pytest.fixture
+def shipped(shipped_once, tmp_path, monkeypatch):
+    """A copy of the shipped package and repository, which the registry reads;
+    returns (paths, printed summary)."""
+    root = shipped_once[0]["weights"].parents[1]
+    shutil.copytree(root, tmp_path / "copy")
+    paths = {k: tmp_path / "copy" / v.relative_to(root) for k, v in shipped_once[0].items()}
     monkeypatch.setattr(hub, "SHIPPED_INDEX", paths["weights"] / "index.json")
+    monkeypatch.setattr(ship, "LATENCY_S", 0.05)
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     monkeypatch.delenv("ZOO_INDEX", raising=False)
-    return paths, printed
+    return paths, shipped_once[1]
 
 
 def _cli(argv) -> str:
@@ -118,7 +132,7 @@ def test_tampered_shipped_file_refused_by_name(shipped):
 def test_replace_only_with_a_gain(shipped, run, tmp_path):
     paths = shipped[0]
     sha = hub.sha256_of(paths["weights"] / f"{NAME}.safetensors")
-    kwargs = {"weights_dir": paths["weights"], "card": paths["card"], "latency_s": 0.05}
+    kwargs = {"weights_dir": paths["weights"], "card": paths["card"]}
     with pytest.raises(ship.ShipError, match=rf"{NAME}: val mIoU 0.2190 does not improve on the shipped "
                                              r"0.2000 by at least 0.02 \(needs >= 0.2200\).*--force"):
         ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.219), **kwargs)
@@ -136,7 +150,8 @@ def test_eval_file_of_another_checkpoint_refused(run, tmp_path):
     other.write_text(json.dumps({"mIoU": 0.9, "pixel_acc": 0.9, "per_class_iou": {},
                                  "checkpoint": str(run[0] / "checkpoints" / "iter_000003")}))
     with pytest.raises(ship.ShipError, match="evaluates checkpoint 'iter_000003', but the shipped one is 'iter_000002'"):
-        ship.ship(run[0], NAME, eval_file=other, weights_dir=tmp_path / "w", card=tmp_path / "card.md")
+        ship.ship(run[0], NAME, eval_file=other, weights_dir=tmp_path / "w", card=tmp_path / "card.md",
+                  latency_s=0.05)
     assert not (tmp_path / "w" / f"{NAME}.safetensors").exists()
 
 
@@ -146,6 +161,7 @@ def test_eval_file_of_another_checkpoint_refused(run, tmp_path):
 ])
 def test_size_budget_enforced(run, tmp_path, monkeypatch, limit, message):
     monkeypatch.setattr(ship, limit, 1000)
+    monkeypatch.setattr(ship, "LATENCY_S", 0.05)
     with pytest.raises(ship.ShipError, match=f"{NAME}: .*{message}"):
         ship.ship(run[0], NAME, weights_dir=tmp_path / "w", card=tmp_path / "card.md")
     assert not list((tmp_path / "w").iterdir()) and not (tmp_path / "card.md").exists()

@@ -61,6 +61,7 @@ from urllib.parse import urlparse
 
 from torch import nn
 
+from zoo import registry
 from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, fetch,  # noqa: F401
                           local_path, offline, sha256_of, verify)
 
@@ -217,20 +218,17 @@ def register_entry(entry: Entry) -> Entry:
 
 
 def check_entry_name(name: str, where: str) -> None:
-    from zoo.registry import _BUILDERS, _load_models  # not list_models: that reads ENTRIES
-    _load_models()
     if not _NAME.fullmatch(name):
         raise ValueError(f"{where}: entry name {name!r} must be letters, digits, '_', '.', '-'")
-    if name in _BUILDERS:
+    if name in registry.architectures():
         raise ValueError(f"{where}: entry name {name!r} is an architecture's name; "
                          "give the trained weights their own name (e.g. <arch>_<dataset>)")
 
 
 def _check_names(entry: Entry, where: str) -> None:
-    from zoo.registry import _BUILDERS
     check_entry_name(entry.name, where)
-    if entry.arch not in _BUILDERS:
-        close = difflib.get_close_matches(entry.arch, list(_BUILDERS), n=3, cutoff=0.4)
+    if entry.arch not in registry.architectures():
+        close = difflib.get_close_matches(entry.arch, registry.architectures(), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"{where}: model name {entry.arch!r} is not a registered architecture{hint}")
 
@@ -276,13 +274,43 @@ def get_entry(name: str) -> Entry:
                      "(zoo.list_models(pretrained=True) lists them)")
 
 
+def create(name: str | None, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """`zoo.create` for names with trained weights: an entry, an `hf-hub:` repository, or
+    `pretrained=<entry>` to start the model `name` builds from that entry's weights."""
+    if isinstance(pretrained, str) and pretrained:
+        if name is None or name == pretrained:
+            return create(pretrained, pretrained=True, **kwargs)
+        base = dict(get_entry(name).model) if name in ENTRIES else {"name": name}
+        return init_from(build_architecture({**base, **kwargs}), pretrained)
+    if name is None:
+        raise TypeError("create() needs a model name (or pretrained=<entry name>)")
+    if name.startswith(HF_PREFIX):
+        return create_from_hub(name, pretrained=bool(pretrained), **kwargs)
+    return create_entry(name, pretrained=bool(pretrained), **kwargs)
+
+
+class _Source:
+    """The registry's view of the entries (`registry.WeightsSource`)."""
+
+    def names(self):
+        return list(ENTRIES)
+
+    def arch(self, name: str) -> str | None:
+        return ENTRIES[name].arch if name in ENTRIES else None
+
+    def create(self, name, pretrained, **kwargs):
+        return create(name, pretrained, **kwargs)
+
+
+registry.register_weights(_Source())
+
+
 def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """The entry's model. `pretrained=True`: its trained weights (verified; downloaded and
     cached when not shipped) and `.meta`. Keywords change the architecture, e.g.
     `num_classes=5` to fine-tune: every tensor whose shape still fits is loaded, the others
     (the classifier) keep their fresh values and a warning names them.
     `pretrained=False`: the same architecture with fresh weights."""
-    from zoo import registry
     entry = get_entry(name)
     if not pretrained:
         return registry.create(**{**entry.model, **kwargs})
@@ -371,19 +399,18 @@ def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Mod
 
 def build_architecture(model_kwargs: dict) -> nn.Module:
     """`zoo.create(**model_kwargs)` with fresh weights and never any encoder weights."""
-    from zoo.registry import builder_params, resolve_name
     kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
     name = kwargs.pop("name", None)
     if not isinstance(name, str):
         raise ValueError(f"model arguments {model_kwargs!r} have no architecture 'name'")
-    params = builder_params(name)
+    params = registry.builder_params(name)
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(params)}")
     kwargs.pop("encoder_weights", None)
     # The builder directly, not create(): create() drops None, and None is the point here.
     extra = {"encoder_weights": None} if "encoder_weights" in params else {}
-    model = resolve_name(name)(**kwargs, **extra)
+    model = registry.resolve_name(name)(**kwargs, **extra)
     model.config = {"name": name, **kwargs}
     return model
 

@@ -29,6 +29,7 @@ INDEX_FORMAT = "segzoo-index/1"
 REPO = Path(__file__).resolve().parents[1]
 COST_SIZE = (360, 480)
 NUM_PREDICTIONS = 2
+LATENCY_S = 1.0  # seconds of timed runs behind the median latency
 
 
 class ShipError(ValueError):
@@ -169,7 +170,7 @@ def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path) -> list[str]
 
 def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval_file=None,
          recipe_file: str = "", command: str = "", machine_name: str = "", force: bool = False,
-         pointer: str = "best", latency_s: float = 1.0) -> dict:
+         pointer: str = "best", latency_s: float | None = None) -> dict:
     """Ship the run's `pointer` checkpoint as entry `name` (see the module docstring).
     Returns a short summary; raises ShipError when the entry may not be (re)placed."""
     import yaml
@@ -192,7 +193,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         check_budget(weights_dir, name, tmp)
         model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
         model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
-        cost, speed = measure(model, min_run_time=latency_s)
+        cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
         final = weights_dir / f"{name}.safetensors"
         os.replace(tmp, final)
     finally:
