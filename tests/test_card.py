@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo import card, hub
+from zoo import card, entries, hub
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32
@@ -31,7 +31,7 @@ def fake_index(tmp_path, monkeypatch):
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"entries": [_row("fcn_b", 0.5, "test_resnet"),
                                              _row("fcn_a", 0.4321, "test_efficientnet", notes="short run")]}))
-    monkeypatch.setattr(hub, "SHIPPED_INDEX", index)
+    monkeypatch.setattr(entries, "SHIPPED_INDEX", index)
     monkeypatch.delenv("ZOO_INDEX", raising=False)
     return index
 
@@ -72,7 +72,7 @@ def test_model_card_agrees_with_the_shipped_index(monkeypatch):
     monkeypatch.delenv("ZOO_INDEX", raising=False)
     section = card.card_section((REPO / "MODEL_CARD.md").read_text())
     assert section is not None, "MODEL_CARD.md has no '## Zoo entries' section"
-    shipped = hub.read_index(hub.SHIPPED_INDEX)
+    shipped = hub.read_index(entries.SHIPPED_INDEX)
     assert set(_table(section)) == set(shipped)
     assert section.rstrip() == card.render_entries(shipped).rstrip(), \
         "MODEL_CARD.md is out of date: run `python tools/publish.py --card`"

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import zoo
 from tests.tiny_run import CLASSES, make_run, predict
-from zoo import hub, ship
+from zoo import entries, hub, ship
 from zoo.card import card_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def shipped(shipped_once, tmp_path, monkeypatch):
     root = shipped_once[0]["weights"].parents[1]
     shutil.copytree(root, tmp_path / "copy")
     paths = {k: tmp_path / "copy" / v.relative_to(root) for k, v in shipped_once[0].items()}
-    monkeypatch.setattr(hub, "SHIPPED_INDEX", paths["weights"] / "index.json")
+    monkeypatch.setattr(entries, "SHIPPED_INDEX", paths["weights"] / "index.json")
     monkeypatch.setattr(ship, "LATENCY_S", 0.05)
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
@@ -168,11 +168,11 @@ def test_size_budget_enforced(run, tmp_path, monkeypatch, limit, message):
 
 
 def test_the_package_weights_fit_the_budget_and_their_index():
-    weights_dir = hub.SHIPPED_INDEX.parent
+    weights_dir = entries.SHIPPED_INDEX.parent
     files = {p.name: p.stat().st_size for p in weights_dir.glob("*.safetensors")}
     assert all(size <= ship.MAX_FILE_BYTES for size in files.values()), files
     assert sum(files.values()) <= ship.MAX_TOTAL_BYTES, files
-    rows = json.loads(hub.SHIPPED_INDEX.read_text())["entries"]
+    rows = json.loads(entries.SHIPPED_INDEX.read_text())["entries"]
     assert sorted(r["url"] for r in rows) == sorted(files)  # no file without an entry, nor the reverse
     for r in rows:
         assert hub.sha256_of(weights_dir / r["url"]) == r["sha256"], r["name"]

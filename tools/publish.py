@@ -61,7 +61,7 @@ def main(argv=None):
               f"load it with zoo.load(\"hf-hub:{args.push_to_hub}@{commit}\", sha256=\"{digest}\")")
     else:
         from zoo.card import update_card
-        from zoo.hub import SHIPPED_INDEX
+        from zoo.entries import SHIPPED_INDEX
         from zoo.ship import read_shipped
         changed = run(update_card, args.card, read_shipped(SHIPPED_INDEX.parent))
         print(f"{args.card}: {'updated' if changed else 'up to date'}")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from zoo import hub
+from zoo import entries, hub
 from zoo.download import local_path
 from zoo.fileio import atomic_write_text
 
@@ -86,7 +86,7 @@ def _upsample(spec) -> str:
 
 def _where(e: hub.Entry) -> str:
     path = local_path(e.weights_url)
-    if path is not None and path.parent == hub.SHIPPED_INDEX.parent:
+    if path is not None and path.parent == entries.SHIPPED_INDEX.parent:
         return f"shipped in the package (`zoo/weights/{path.name}`)"
     return f"`{path.name}`" if path is not None else e.url
 

@@ -19,7 +19,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from zoo import hub
+from zoo import entries, hub
 from zoo.fileio import atomic_write_json
 
 MAX_FILE_BYTES = 30_000_000
@@ -177,7 +177,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
 
     from zoo.engine.checkpoint import load_meta
     run_dir = Path(run_dir)
-    weights_dir = Path(weights_dir) if weights_dir else hub.SHIPPED_INDEX.parent
+    weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
     card = Path(card) if card else REPO / "MODEL_CARD.md"
     docs_dir = Path(docs_dir) if docs_dir else card.parent / "docs" / "entries"
     hub.check_entry_name(name, f"--ship {name}")
