@@ -15,8 +15,8 @@ import torch
 
 import zoo
 from tests.fake_hub import FakeHub
-from tests.tiny_run import CLASSES, make_run, predict
-from zoo import hf, hub
+from tests.tiny_run import CLASSES, MODEL, make_run, predict
+from zoo import hf, hub, publish
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "segzoo-test/unet_tiny_camvid"
@@ -160,3 +160,20 @@ def test_entry_hosted_on_the_hub(pushed, tmp_path, monkeypatch):
 def test_bad_sources_are_one_line_errors(source, message):
     with pytest.raises((hub.DownloadError, ValueError), match=re.escape(message)):
         zoo.load(source)
+
+
+def test_push_an_entry(pushed, fake_hub, tmp_path, monkeypatch):
+    outputs, _, _, run_dir = pushed
+    weights = run_dir / "checkpoints" / "iter_000002" / "model.safetensors"
+    entry = {"name": "unet_tiny_entry", "model": {**MODEL, "encoder_weights": None},
+             "url": str(weights), "sha256": hub.sha256_of(weights), "classes": CLASSES,
+             "metrics": {"mIoU": 0.25, "per_class_iou": {"sky": 0.5}}}
+    index = tmp_path / "entries.json"
+    index.write_text(json.dumps({"entries": [entry]}))
+    monkeypatch.setenv("ZOO_INDEX", str(index))
+    commit, digest = publish.push_to_hub("unet_tiny_entry", "segzoo-test/from_entry")
+    config = json.loads(fake_hub.files("segzoo-test/from_entry", commit)["config.json"])
+    assert config["source"] == {"entry": "unet_tiny_entry", "sha256": entry["sha256"]}
+    assert config["metrics"]["mIoU"] == 0.25
+    model = zoo.load(f"hf-hub:segzoo-test/from_entry@{commit}", sha256=digest)
+    assert torch.equal(predict(model), outputs[2])

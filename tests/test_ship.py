@@ -220,3 +220,27 @@ def test_recipe_starts_from_an_entry(shipped):
                                                     "decoder_channels": [16, 16, 8, 8, 8], "pretrained": NAME}}),
                         type("Three", (), {"classes": CLASSES})())
     assert torch.equal(predict(three), predict(entry))  # same shapes: every tensor loaded
+
+
+@pytest.mark.slow
+def test_ship_a_run_of_the_trainer(tmp_path, monkeypatch):
+    """tools/train.py for four iterations, tools/eval.py, then --ship with that evaluation."""
+    import subprocess
+    import sys
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "quick"
+    subprocess.run([sys.executable, "tools/train.py", "recipes/quickstart.yaml", "train.iters=4",
+                    "train.warmup_iters=0", "eval.interval=2", "train.checkpoint_interval=2",
+                    "--run-dir", str(run_dir)], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "tools/eval.py", str(run_dir), "--split", "val"], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    card = tmp_path / "repo" / "MODEL_CARD.md"
+    monkeypatch.setattr(ship, "LATENCY_S", 0.05)
+    s = ship.ship(run_dir, "unet_quick", eval_file=run_dir / "eval-val-whole.json",
+                  weights_dir=tmp_path / "weights", card=card, recipe_file="recipes/quickstart.yaml")
+    assert s["mIoU"] == json.loads((run_dir / "eval-val-whole.json").read_text())["mIoU"]
+    monkeypatch.setattr(entries, "SHIPPED_INDEX", tmp_path / "weights" / "index.json")
+    monkeypatch.delenv("ZOO_INDEX", raising=False)
+    model = zoo.create("unet_quick", pretrained=True)
+    assert model.meta["classes"][0] == "sky" and len(model.meta["metrics"]["per_class_iou"]) == 6
+    assert (card.parent / "docs" / "entries" / "unet_quick" / "confusion.png").is_file()
