@@ -64,8 +64,8 @@ def test_push_writes_config_weights_and_card(pushed, fake_hub):
     config = json.loads(files["config.json"])
     assert config["format"] == hub.PUBLISHED_FORMAT and config["classes"] == CLASSES
     assert config["model"]["encoder_weights"] is None and config["recipe"]["data"]["root"] == "<data.root>"
-    sums = "".join(f"{hashlib.sha256(files[f]).hexdigest()}  {f}\n" for f in ("config.json", "model.safetensors"))
-    assert digest == hashlib.sha256(sums.encode()).hexdigest()  # sha256sum config.json model.safetensors | sha256sum
+    assert digest == hashlib.sha256(files["config.json"]).hexdigest()  # the pin is config.json's,
+    assert config["weights_sha256"] == hashlib.sha256(files["model.safetensors"]).hexdigest()  # which pins these
     card = files["README.md"].decode()
     assert card.startswith("---\nlibrary_name: segzoo\n")
     assert f'zoo.load("hf-hub:{REPO_ID}", sha256="{digest}")' in card
@@ -117,12 +117,22 @@ def test_tampered_file_refused(pushed, fake_hub, tmp_path):
     fake_hub.repos[tampered] = {"commits": {}, "main": None}
     sha = fake_hub.commit(tampered, dict(fake_hub.files(REPO_ID, commit)))
     fake_hub.tamper(tampered, "model.safetensors")
-    with pytest.raises(hub.ChecksumError, match=rf"sha256 mismatch for hf-hub:{tampered}@{sha}: expected "
-                                                rf"{digest}, got [0-9a-f]{{64}} \(config.json [0-9a-f]{{64}}, "
-                                                r"model.safetensors [0-9a-f]{64}\)"):
-        zoo.load(f"hf-hub:{tampered}@{sha}", sha256=digest)
-    weights_gets = [p for m, p in fake_hub.log if m == "GET" and p.endswith("model.safetensors")]
-    assert len(weights_gets) == 2  # a damaged cache is downloaded once more before refusing
+    weights_sha = json.loads(fake_hub.files(REPO_ID, commit)["config.json"])["weights_sha256"]
+    for kwargs in ({"sha256": digest}, {}):  # pinned, or through config.json's weights_sha256
+        fake_hub.log.clear()
+        with pytest.raises(hub.ChecksumError, match=rf"sha256 mismatch for hf-hub:{tampered}@{sha} model.safetensors: "
+                                                    rf"expected {weights_sha}, got [0-9a-f]{{64}}"):
+            zoo.load(f"hf-hub:{tampered}@{sha}", **kwargs)
+        weights_gets = [p for m, p in fake_hub.log if m == "GET" and p.endswith("model.safetensors")]
+        assert len(weights_gets) == (2 if kwargs else 1)  # downloaded once more before refusing (fresh: once)
+    relabelled = "segzoo-test/relabelled"
+    fake_hub.repos[relabelled] = {"commits": {}, "main": None}
+    config = json.loads(fake_hub.files(REPO_ID, commit)["config.json"])
+    sha = fake_hub.commit(relabelled, {**fake_hub.files(REPO_ID, commit),
+                                       "config.json": json.dumps({**config, "classes": ["a", "b", "c"]}).encode()})
+    with pytest.raises(hub.ChecksumError, match=rf"sha256 mismatch for hf-hub:{relabelled}@{sha} config.json: "
+                                                rf"expected {digest}"):
+        zoo.load(f"hf-hub:{relabelled}@{sha}", sha256=digest)
 
 
 def test_damaged_cache_heals(pushed, fake_hub):
@@ -148,8 +158,8 @@ def test_entry_hosted_on_the_hub(pushed, tmp_path, monkeypatch):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"entries": [{**entry, "name": "unet_tiny_bad", "sha256": "0" * 64}]}))
     monkeypatch.setenv("ZOO_INDEX", str(bad))
-    with pytest.raises(hub.ChecksumError, match=f"hf-hub:{REPO_ID}@{commit} model.safetensors "
-                                                "\\(entry 'unet_tiny_bad'\\): expected 0{64}"):
+    with pytest.raises(hub.ChecksumError, match=f"hf-hub:{REPO_ID}@{commit} \\(entry 'unet_tiny_bad'\\) "
+                                                "model.safetensors: expected 0{64}"):
         zoo.create("unet_tiny_bad", pretrained=True)
 
 

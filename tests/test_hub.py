@@ -27,6 +27,11 @@ def _predict(model):
     return predict(model)
 
 
+def _pin(published):
+    """What zoo.load(sha256=) pins for a published folder: its config.json."""
+    return hub.sha256_of(published[0] / "config.json")
+
+
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
@@ -93,6 +98,10 @@ def _server(published, tmp_path_factory):
     data = bytearray((tampered / hub.WEIGHTS).read_bytes())
     data[-1] ^= 0xFF  # a flipped bit in the tensor data: still a valid safetensors file
     (tampered / hub.WEIGHTS).write_bytes(bytes(data))
+    relabelled = www / "relabelled" / NAME  # same weights, other classes: only a pin on config.json sees it
+    shutil.copytree(published[0], relabelled)
+    config = json.loads((relabelled / "config.json").read_text())
+    (relabelled / "config.json").write_text(json.dumps({**config, "classes": ["a", "b", "c"]}))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.root, srv.log, srv.cuts, srv.ignore_range = www, [], {}, False
     srv.url = lambda p: f"http://127.0.0.1:{srv.server_port}/{p}"
@@ -132,10 +141,9 @@ def _weights_requests(server):
 
 def test_publish_writes_a_self_contained_folder(published, run):
     out, entry, printed = published
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
-                                                       "model.safetensors.sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     digest = hashlib.sha256((out / hub.WEIGHTS).read_bytes()).hexdigest()
-    assert (out / "model.safetensors.sha256").read_text() == f"{digest}  model.safetensors\n"
+    pin = hashlib.sha256((out / "config.json").read_bytes()).hexdigest()
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == hub.PUBLISHED_FORMAT and config["name"] == NAME
     assert config["model"] == {**MODEL, "encoder_weights": None}
@@ -143,7 +151,8 @@ def test_publish_writes_a_self_contained_folder(published, run):
     assert config["source"] == {"run": "unet_tiny", "checkpoint": "iter_000002", "iteration": 2}
     assert config["metrics"]["mIoU"] == pytest.approx(0.2) and config["eval_protocol"]["mode"] == "whole"
     assert config["recipe"]["train"] == {"iters": 3, "lr": 0.1}
-    assert len(printed.strip().splitlines()) == 2 and f"sha256 {digest}" in printed  # a summary, not the entry
+    assert config["weights_sha256"] == digest
+    assert len(printed.strip().splitlines()) == 2 and f'sha256="{pin}"' in printed  # a summary, not the entry
     assert config["recipe"]["data"]["root"] == "<data.root>"  # no local absolute path is published
     assert str(run[0].parent) not in (out / "config.json").read_text()
     assert entry.sha256 == digest and entry.arch == "unet" and entry.url == out.resolve().as_uri()
@@ -173,7 +182,10 @@ def test_load_published_folder_path_and_file_url(published, run):
     for source in (out, out.as_uri(), out / hub.WEIGHTS):
         model = zoo.load(source)
         assert torch.equal(_predict(model), run[1][2])
-        assert model.meta["name"] == NAME and model.meta["sha256"] == published[1].sha256
+        assert model.meta["name"] == NAME and model.meta["sha256"] == _pin(published)
+        assert torch.equal(_predict(zoo.load(source, sha256=_pin(published))), run[1][2])
+    with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {re.escape(str(out / 'config.json'))}"):
+        zoo.load(out, sha256=published[1].sha256)  # the weights' digest does not pin the folder
 
 
 def test_local_folder_checked_against_its_digest(published, tmp_path):
@@ -199,7 +211,7 @@ def test_pickle_refused(tmp_path, server, run):
 # ---------------------------------------------------------------- downloads
 
 def test_url_load_verified_then_cached(published, run, server, monkeypatch):
-    url, sha = server.url(f"models/{NAME}"), published[1].sha256
+    url, sha = server.url(f"models/{NAME}"), _pin(published)
     model = zoo.load(url, sha256=sha)
     assert torch.equal(_predict(model), run[1][2]) and model.meta["source"] == url
     assert [p for p, _ in server.log] == [f"/models/{NAME}/config.json", f"/models/{NAME}/model.safetensors"]
@@ -210,10 +222,13 @@ def test_url_load_verified_then_cached(published, run, server, monkeypatch):
     assert server.log == []  # the second and third loads came from the cache
 
 
-def test_url_load_without_sha256_checks_the_published_digest(published, run, server):
-    model = zoo.load(server.url(f"models/{NAME}"))
-    assert torch.equal(_predict(model), run[1][2]) and model.meta["sha256"] == published[1].sha256
-    assert server.log[0][0] == f"/models/{NAME}/model.safetensors.sha256"
+def test_url_load_without_sha256_fetches_config_again(published, run, server):
+    url = server.url(f"models/{NAME}")
+    model = zoo.load(url)
+    assert torch.equal(_predict(model), run[1][2]) and model.meta["sha256"] == _pin(published)
+    server.log.clear()
+    zoo.load(url)  # a folder published anew at the URL would be seen; the weights come from the cache
+    assert [p for p, _ in server.log] == [f"/models/{NAME}/config.json"]
 
 
 @pytest.mark.parametrize("server_ranges", [True, False])
@@ -221,13 +236,13 @@ def test_interrupted_download_resumes(published, run, server, server_ranges):
     size = (published[0] / hub.WEIGHTS).stat().st_size
     server.cuts[f"/models/{NAME}/model.safetensors"] = [size // 2]
     server.ignore_range = not server_ranges  # a server that answers 200: start over
-    model = zoo.load(server.url(f"models/{NAME}"), sha256=published[1].sha256)
+    model = zoo.load(server.url(f"models/{NAME}"), sha256=_pin(published))
     assert torch.equal(_predict(model), run[1][2])
     assert _weights_requests(server) == [None, f"bytes={size // 2}-"]
 
 
 def test_download_gives_up_then_resumes_on_the_next_call(published, server):
-    url, sha = server.url(f"models/{NAME}"), published[1].sha256
+    url, sha = server.url(f"models/{NAME}"), _pin(published)
     server.cuts[f"/models/{NAME}/model.safetensors"] = [1000, 2000, 3000]
     with pytest.raises(hub.DownloadError, match="interrupted 3 times.*run again to resume"):
         zoo.load(url, sha256=sha)
@@ -239,7 +254,7 @@ def test_download_gives_up_then_resumes_on_the_next_call(published, server):
 
 def test_tampered_file_refused_and_removed(published, server):
     url, sha = server.url(f"tampered/{NAME}"), published[1].sha256
-    for kwargs in ({"sha256": sha}, {}):  # pinned, or through the published digest
+    for kwargs in ({"sha256": _pin(published)}, {}):  # pinned, or through config.json's weights_sha256
         with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {url}/model.safetensors: "
                                                     f"expected {sha}, got [0-9a-f]{{64}}; the file was removed"):
             zoo.load(url, **kwargs)
@@ -247,12 +262,19 @@ def test_tampered_file_refused_and_removed(published, server):
     assert not left & {"model.safetensors", "model.safetensors.part"}
 
 
+def test_pinned_config_refuses_a_changed_one(published, run, server):
+    url = server.url(f"relabelled/{NAME}")
+    assert zoo.load(url).meta["classes"] == ["a", "b", "c"]  # unpinned: the weights still match
+    with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {url}/config.json: expected {_pin(published)}"):
+        zoo.load(url, sha256=_pin(published))
+
+
 def test_offline_with_an_empty_cache_names_the_missing_file(published, server, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     url = server.url(f"models/{NAME}")
     with pytest.raises(hub.OfflineError, match=r"ZOO_OFFLINE=1 and \S+/config.json is not in the cache; "
                                                r"it would be downloaded from " + re.escape(f"{url}/config.json")):
-        zoo.load(url, sha256=published[1].sha256)
+        zoo.load(url, sha256=_pin(published))
     assert server.log == []
 
 

@@ -8,12 +8,14 @@ regenerate MODEL_CARD.md's entries.
 
 --ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
 docs/entries/<entry>/ pictures and the card's entries; an existing entry is replaced only
-when val mIoU improves by >= 0.02 (--force overrides). --out writes config.json,
-model.safetensors and model.safetensors.sha256 for `zoo.load(URL, sha256=...)`.
+when val mIoU improves by >= 0.02 (--force overrides). --out writes config.json and
+model.safetensors for `zoo.load(URL, sha256=...)` (the sha256 of config.json, which
+names the weights' own).
 --push-to-hub uploads config.json, model.safetensors and a README.md model card
 (HF_ENDPOINT and HF_TOKEN are honoured).
 """
 import argparse
+from pathlib import Path
 
 
 def main(argv=None):
@@ -49,9 +51,11 @@ def main(argv=None):
         _ship(args, run)
     elif args.out:
         from zoo.publish import publish
+        from zoo.hub import sha256_of
         e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer)
+        pin = sha256_of(Path(args.out) / "config.json")
         print(f"wrote {args.out}: config.json, model.safetensors (sha256 {e.sha256}); "
-              f"val mIoU {_num(e.metrics.get('mIoU'))}\nload it with zoo.load(URL, sha256=\"{e.sha256}\") "
+              f"val mIoU {_num(e.metrics.get('mIoU'))}\nload it with zoo.load(URL, sha256=\"{pin}\") "
               f"once served at URL")
     elif args.push_to_hub:
         from zoo.publish import push_to_hub

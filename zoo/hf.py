@@ -10,17 +10,16 @@ resumed downloads, revisions (a branch, tag or commit after `@`) and offline mod
 (`HF_HUB_OFFLINE=1`, and `ZOO_OFFLINE=1` as for every zoo download). `HF_ENDPOINT`,
 `HF_HUB_CACHE` and `HF_HUB_OFFLINE` are read at each call, not once at import.
 
-What `sha256=` pins is the published folder, not the weights alone: the digest of
-`sha256sum config.json model.safetensors` (that command's output, hashed again:
-`sha256sum config.json model.safetensors | sha256sum`), so the architecture, classes
-and mean/std are pinned with the weights. On a mismatch both files are downloaded once
-more (a damaged cache heals); if they still differ, ChecksumError names the repository
-and each file's digest. An entry whose url is `hf-hub:...` pins its weights file with
-the entry's own `sha256`, its configuration being the entry itself.
+What `sha256=` pins is config.json (`sha256sum config.json`), which names the
+weights' sha256 (`weights_sha256`): one digest pins the architecture, classes,
+mean/std and weights together, and the weights are checked against config.json
+on every load, pinned or not. A file that does not match is downloaded once more
+(a damaged cache heals); if it still differs, ChecksumError names it. An entry
+whose url is `hf-hub:...` pins its weights file with the entry's own `sha256`,
+its configuration being the entry itself.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -72,44 +71,37 @@ def _get(repo_id: str, revision: str | None, filename: str, *, force: bool = Fal
         raise DownloadError(f"{where}: {filename}: {str(e).splitlines()[0]}") from None
 
 
-def folder_digest(config: Path, weights: Path) -> str:
-    """sha256 of `sha256sum config.json model.safetensors`'s output."""
-    lines = f"{sha256_of(config)}  {CONFIG}\n{sha256_of(weights)}  {WEIGHTS}\n"
-    return hashlib.sha256(lines.encode()).hexdigest()
+def _verified(repo_id: str, revision: str | None, filename: str, sha256: str, source: str) -> Path:
+    """The file, matching `sha256`: from the cache, else downloaded once more, else refused."""
+    path = _get(repo_id, revision, filename)
+    if sha256_of(path) != sha256:
+        path = _get(repo_id, revision, filename, force=True)
+        actual = sha256_of(path)
+        if actual != sha256:
+            raise ChecksumError(f"sha256 mismatch for {source} {filename}: expected {sha256}, got {actual}. "
+                                "The file is corrupted or not the one the sha256 names.")
+    return path
 
 
 def download(source: str, sha256: str | None = None, with_weights: bool = True) -> tuple[Path | None, dict, dict]:
     """(weights file or None, model arguments, meta) of a published Hub repository;
-    `sha256` pins config.json and model.safetensors together (see the module docstring)."""
+    `sha256` pins its config.json, which pins the weights (see the module docstring)."""
     from zoo.hub import read_config
     repo_id, revision = parse(source)
-    config = _get(repo_id, revision, CONFIG)
-    weights = _get(repo_id, revision, WEIGHTS) if with_weights else None
-    digest = folder_digest(config, weights) if weights else None
-    if sha256 is not None and weights is not None and digest != sha256:
-        config, weights = (_get(repo_id, revision, f, force=True) for f in (CONFIG, WEIGHTS))
-        digest = folder_digest(config, weights)
-        if digest != sha256:
-            raise ChecksumError(
-                f"sha256 mismatch for {source}: expected {sha256}, got {digest} "
-                f"({CONFIG} {sha256_of(config)}, {WEIGHTS} {sha256_of(weights)}). "
-                "The repository changed or a file is corrupted; pin its commit with @<revision>.")
-    model_kwargs, meta = read_config(config, repo_id.split("/")[1])
-    meta.update(source=source, sha256=digest)
+    if sha256 is None:
+        config = _get(repo_id, revision, CONFIG)
+    else:
+        config = _verified(repo_id, revision, CONFIG, sha256, source)
+    model_kwargs, meta = read_config(config, repo_id.split("/")[1], where=f"{source} {CONFIG}")
+    weights = _verified(repo_id, revision, WEIGHTS, meta["weights_sha256"], source) if with_weights else None
+    meta.update(source=source, sha256=sha256_of(config))
     return weights, model_kwargs, meta
 
 
 def entry_weights(url: str, sha256: str, name: str) -> Path:
     """An entry's weights file from the Hub, checked against the entry's sha256."""
     repo_id, revision = parse(url)
-    weights = _get(repo_id, revision, WEIGHTS)
-    if sha256_of(weights) != sha256:
-        weights = _get(repo_id, revision, WEIGHTS, force=True)
-        actual = sha256_of(weights)
-        if actual != sha256:
-            raise ChecksumError(f"sha256 mismatch for {url} {WEIGHTS} (entry {name!r}): "
-                                f"expected {sha256}, got {actual}")
-    return weights
+    return _verified(repo_id, revision, WEIGHTS, sha256, f"{url} (entry {name!r})")
 
 
 def push(folder: Path, repo_id: str, *, token: str | None = None, private: bool = False,

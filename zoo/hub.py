@@ -11,32 +11,35 @@ The entries themselves (what they are, where their list comes from) are
 `register_weights`. A shipped or local weights file is hashed before every load
 and refused, by name, when its sha256 differs.
 
-A published folder (written by `zoo.publish.publish`) holds
+A published folder (written by `zoo.publish`; the same two files on the Hugging Face Hub) holds
 
-    config.json                 format, name, model (zoo.create arguments), classes, palette,
-                                mean, std, eval_protocol, metrics, dataset, recipe, source
+    config.json                 format, name, model (zoo.create arguments), weights_sha256,
+                                classes, palette, mean, std, eval_protocol, metrics, dataset,
+                                recipe, source
     model.safetensors           the weights
-    model.safetensors.sha256    "<hex>  model.safetensors" (sha256sum format)
 
-`Entry.url` is such a folder's URL (weights at `<url>/model.safetensors`), the
-URL of the `.safetensors` file itself (a release asset), or `hf-hub:org/repo@rev`;
-http(s)://, file:// and plain paths work.
+`sha256=` pins such a folder by its config.json (`sha256sum config.json`), and
+config.json pins the weights by their `weights_sha256`, so one digest covers
+the architecture, the classes, mean/std and the weights; the weights are
+checked against config.json on every load, pinned or not. `Entry.url` is such a
+folder's URL (weights at `<url>/model.safetensors`), the URL of the
+`.safetensors` file itself (a release asset), or `hf-hub:org/repo@rev`;
+http(s)://, file:// and plain paths work. An entry's own `sha256` pins its weights.
 
 Cache of http(s) downloads (`$ZOO_HOME`, default `~/.cache/segzoo`; the Hub's
 files live in huggingface_hub's own cache):
 
     entries/<entry name>/model.safetensors
-    urls/<sha256(url)[:16]>/config.json, model.safetensors, model.safetensors.sha256
+    urls/<sha256(url)[:16]>/config.json, model.safetensors
 
 Downloads go to `<file>.part` and resume with an HTTP Range request; a file
-gets its final name only after its sha256 matched, and cached weights are
-hashed again before every load. A mismatch removes the file and raises.
-Without `sha256=`, a URL load checks the weights against the
-`model.safetensors.sha256` published beside them, which catches corruption but
-not a server that lies: pass `sha256=` to pin what you trust. `ZOO_OFFLINE=1`
-reads the caches only. Pickle checkpoints are refused: nothing from outside is
-unpickled. Encoder weights are never downloaded here: the zoo's weights cover
-the whole model.
+gets its final name only after its sha256 matched, and cached files are hashed
+again before every load. A mismatch removes the file and raises. An unpinned
+config.json is downloaded again on every online load (a folder published anew
+at the same URL is seen); a pinned one comes from the cache while it matches.
+`ZOO_OFFLINE=1` reads the caches only. Pickle checkpoints are refused: nothing
+from outside is unpickled. Encoder weights are never downloaded here: the zoo's
+weights cover the whole model.
 """
 from __future__ import annotations
 
@@ -52,8 +55,8 @@ from torch import nn
 from zoo import registry
 from zoo.entries import (ENTRIES, Entry, check_entry_name, get_entry,  # noqa: F401
                          read_index, register_entry)
-from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, fetch,  # noqa: F401
-                          local_path, offline, sha256_of, verify)
+from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, download,  # noqa: F401
+                          fetch, local_path, offline, sha256_of, verify)
 
 PUBLISHED_FORMAT = "segzoo-published/1"
 WEIGHTS = "model.safetensors"
@@ -208,8 +211,9 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
     metrics, ...), from a run folder (`checkpoints/<pointer>.json`; `best` falls back to
     `last`), a checkpoint folder (model.safetensors + meta.json), a published folder
     (model.safetensors + config.json), its http(s):// or file:// URL, or an entry's name.
-    `sha256` pins the weights; a published folder's own `model.safetensors.sha256` is
-    checked when it is not given."""
+    `sha256` pins a published folder through its config.json (`sha256sum config.json`), whose
+    `weights_sha256` pins the weights, which are always checked against it; for a
+    checkpoint folder or a bare weights file it pins the weights."""
     source = os.fspath(source)
     _refuse_pickle(source)
     sha256 = sha256.lower() if isinstance(sha256, str) else sha256
@@ -223,9 +227,9 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
         return model.eval()
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
-        folder, sha256 = _fetch_published(source, sha256)
+        folder = _fetch_published(source, sha256)
         weights, model_kwargs, meta = _read_folder(folder, pointer)
-        meta["source"] = source
+        meta.update(source=source, sha256=sha256_of(folder / CONFIG))
     else:
         path = local_path(source)
         if path is None:
@@ -237,13 +241,25 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
                                     "(zoo.list_models(pretrained=True) lists them)")
         weights, model_kwargs, meta = _read_folder(path, pointer)
         meta["source"] = str(path)
-        sha256 = sha256 or _published_digest(weights)
-        if sha256:
-            verify(weights, sha256, str(weights), remove=False)
-    meta["sha256"] = sha256
+        _verify_local(weights, meta, sha256)
     model = build_model(model_kwargs, weights, map_location)
     model.meta = meta
     return model.eval()
+
+
+def _verify_local(weights: Path, meta: dict, sha256: str | None) -> None:
+    """A published folder: `sha256` pins its config.json, which pins the weights. Anything
+    else: `sha256` pins the weights file."""
+    if "weights_sha256" in meta:
+        config = weights.parent / CONFIG
+        if sha256:
+            verify(config, sha256, str(config), remove=False)
+        verify(weights, meta["weights_sha256"], str(weights), remove=False)
+        meta["sha256"] = sha256 or sha256_of(config)
+    else:
+        if sha256:
+            verify(weights, sha256, str(weights), remove=False)
+        meta["sha256"] = sha256
 
 
 def resolve_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
@@ -285,18 +301,26 @@ def _read_folder(path: Path, pointer: str) -> tuple[Path, dict, dict]:
     return (weights, *_model_and_meta(info, meta, str(folder)))
 
 
-def read_config(path: Path, default_name: str) -> tuple[dict, dict]:
-    """(model arguments, meta) of a published folder's config.json."""
+def read_config(path: Path, default_name: str, where: str | None = None) -> tuple[dict, dict]:
+    """(model arguments, meta) of a published folder's config.json; meta carries the
+    `weights_sha256` it names."""
+    where = where or str(path)
     try:
         info = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{where}: expected a JSON object")
     fmt = info.get("format", PUBLISHED_FORMAT)
     if fmt != PUBLISHED_FORMAT:
-        raise ValueError(f"{path}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
-    return _model_and_meta(info, {"name": info.get("name", default_name)}, str(path))
+        raise ValueError(f"{where}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
+    digest = info.get("weights_sha256")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise ValueError(f"{where}: key 'weights_sha256' must be the weights' sha256 (64 lowercase hex "
+                         f"digits), got {digest!r}; publish the folder again with tools/publish.py")
+    model, meta = _model_and_meta(info, {"name": info.get("name", default_name)}, where)
+    meta["weights_sha256"] = digest
+    return model, meta
 
 
 def _model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
@@ -306,18 +330,6 @@ def _model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
         if key in info:
             meta[key] = info[key]
     return info["model"], meta
-
-
-def _published_digest(weights: Path) -> str | None:
-    digest_file = weights.with_name(weights.name + ".sha256")
-    return parse_digest(digest_file, str(digest_file)) if digest_file.is_file() else None
-
-
-def parse_digest(path: Path, source: str) -> str:
-    text = Path(path).read_text().split()
-    if not text or not _HEX64.fullmatch(text[0].lower()):
-        raise ValueError(f"{source}: not a sha256sum line ('<64 hex digits>  {WEIGHTS}')")
-    return text[0].lower()
 
 
 def _refuse_pickle(source: str) -> None:
@@ -346,13 +358,17 @@ def entry_weights(entry: Entry) -> Path:
     return fetch(entry.weights_url, cache_dir() / "entries" / entry.name / WEIGHTS, entry.sha256)
 
 
-def _fetch_published(url: str, sha256: str | None) -> tuple[Path, str]:
-    """A published folder's files in the cache; the weights verified. Returns (folder, sha256)."""
-    base = re.sub(rf"/({re.escape(WEIGHTS)}|config\.json)$", "", url.rstrip("/"))
+def _fetch_published(url: str, sha256: str | None) -> Path:
+    """A published folder's config.json and weights in the cache, both verified. A pinned
+    config.json is taken from the cache when it matches; an unpinned one is downloaded
+    again whenever online, so a folder published anew at the same URL is seen."""
+    base = re.sub(rf"/({re.escape(WEIGHTS)}|{re.escape(CONFIG)})$", "", url.rstrip("/"))
     folder = cache_dir() / "urls" / hashlib.sha256(base.encode()).hexdigest()[:16]
-    if sha256 is None:
-        digest_url = f"{base}/{WEIGHTS}.sha256"
-        sha256 = parse_digest(fetch(digest_url, folder / f"{WEIGHTS}.sha256"), digest_url)
-    fetch(f"{base}/config.json", folder / "config.json")
-    fetch(f"{base}/{WEIGHTS}", folder / WEIGHTS, sha256)
-    return folder, sha256
+    config = folder / CONFIG
+    if sha256 is None and not offline():
+        download(f"{base}/{CONFIG}", config)
+    else:
+        fetch(f"{base}/{CONFIG}", config, sha256)
+    _, meta = read_config(config, folder.name, where=f"{base}/{CONFIG}")
+    fetch(f"{base}/{WEIGHTS}", folder / WEIGHTS, meta["weights_sha256"])
+    return folder

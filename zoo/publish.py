@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zoo import hub
 from zoo.engine.checkpoint import load_meta
-from zoo.fileio import atomic_copy, atomic_write_json, atomic_write_text
+from zoo.fileio import atomic_copy, atomic_write_json
 from zoo.ship import placeholders
 
 def run_config(run_dir, name: str, pointer: str = "best") -> tuple[dict, Path]:
@@ -56,13 +56,12 @@ def entry_config(entry: hub.Entry) -> tuple[dict, Path]:
 
 
 def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "best") -> hub.Entry:
-    """Write `out/` (config.json, model.safetensors, model.safetensors.sha256) from the run's
-    `pointer` checkpoint and return its registry entry. `url` is where the folder will be
-    served; by default the folder's own file:// URL."""
+    """Write `out/` (config.json, model.safetensors) from the run's `pointer` checkpoint and
+    return its registry entry. `url` is where the folder will be served; by default the
+    folder's own file:// URL. `zoo.load(url, sha256=<sha256 of out/config.json>)` loads it."""
     config, src = run_config(run_dir, name, pointer)
     out = Path(out)
     digest = _write_folder(config, src, out)
-    atomic_write_text(out / f"{hub.WEIGHTS}.sha256", f"{digest}  {hub.WEIGHTS}\n")
     return hub.Entry(
         name=name, model=config["model"], url=url or out.resolve().as_uri(), sha256=digest,
         classes=config["classes"], palette=config["palette"], mean=config["mean"], std=config["std"],
@@ -71,20 +70,23 @@ def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "
 
 
 def _write_folder(config: dict, weights_src: Path, out: Path) -> str:
-    """config.json and model.safetensors into `out`, checked to load; the weights' sha256."""
+    """config.json (naming the weights' sha256) and model.safetensors into `out`, checked to
+    load; returns the weights' sha256."""
     out.mkdir(parents=True, exist_ok=True)
     weights = out / hub.WEIGHTS
     atomic_copy(weights_src, weights)
     hub.build_model(config["model"], weights)  # refuse to publish what would not load
-    atomic_write_json(out / hub.CONFIG, config)
-    return hub.sha256_of(weights)
+    digest = hub.sha256_of(weights)
+    atomic_write_json(out / hub.CONFIG, {**config, "weights_sha256": digest})
+    return digest
 
 
 def push_to_hub(source, repo_id: str, *, token: str | None = None, private: bool = False,
                 revision: str | None = None, pointer: str = "best") -> tuple[str, str]:
     """Upload a run folder or a registered entry (`source`) to the Hugging Face Hub repository
     `repo_id` as config.json, model.safetensors and a README.md model card. Returns
-    (commit id, the folder's sha256 to pin: `zoo.load(f"hf-hub:{repo_id}@{commit}", sha256=...)`)."""
+    (commit id, the sha256 of config.json, which pins the folder:
+    `zoo.load(f"hf-hub:{repo_id}@{commit}", sha256=...)`)."""
     from zoo import hf
     hf.parse(repo_id)
     name = repo_id.split("/")[1]
@@ -95,7 +97,7 @@ def push_to_hub(source, repo_id: str, *, token: str | None = None, private: bool
     with tempfile.TemporaryDirectory(prefix="segzoo-push-") as tmp:
         folder = Path(tmp)
         _write_folder(config, src, folder)
-        digest = hf.folder_digest(folder / hub.CONFIG, folder / hub.WEIGHTS)
+        digest = hub.sha256_of(folder / hub.CONFIG)
         (folder / "README.md").write_text(hub_card(config, repo_id, digest))
         commit = hf.push(folder, repo_id, token=token, private=private, revision=revision)
     return commit, digest
@@ -117,8 +119,8 @@ def hub_card(config: dict, repo_id: str, digest: str) -> str:
              f'model = zoo.load("hf-hub:{repo_id}", sha256="{digest}")  # pin a commit with @<revision>',
              f'model = zoo.create("hf-hub:{repo_id}", pretrained=True, num_classes=5)  # to fine-tune',
              "```", "",
-             f"`sha256` is that of `sha256sum config.json model.safetensors`: it pins the weights and the "
-             "configuration together. Input: RGB scaled to [0, 1], normalised with mean "
+             "`sha256` is that of config.json, which names the weights' sha256 (`weights_sha256`): one "
+             "digest pins the configuration and the weights. Input: RGB scaled to [0, 1], normalised with mean "
              f"{config['mean']} and std {config['std']}.", "",
              "## Metrics", "",
              f"Evaluation: {_protocol_text(config.get('eval_protocol') or {})}.", "",
