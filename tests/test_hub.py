@@ -2,7 +2,6 @@
 127.0.0.1, load it by URL (verified, cached, resumed), refuse what must be
 refused, and keep MODEL_CARD.md in agreement with the registry."""
 import contextlib
-import copy
 import hashlib
 import http.server
 import io
@@ -15,23 +14,22 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-import yaml
 
 import zoo
+from tests.tiny_run import MODEL, make_run, predict
 from zoo import hub, publish
-from zoo.engine.checkpoint import save_checkpoint, set_pointer
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "unet_tiny_synthetic"
-MODEL = {"name": "unet", "encoder": "test_resnet", "num_classes": 3,
-         "decoder_channels": [16, 16, 8, 8, 8], "encoder_weights": "imagenet"}
-X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def _predict(model):
-    with torch.no_grad():
-        return model.eval()(X)
+    return predict(model)
+
+
+def _pin(published):
+    """What zoo.load(sha256=) pins for a published folder: its config.json."""
+    return hub.sha256_of(published[0] / "config.json")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -39,30 +37,8 @@ def _predict(model):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run folder trained for 3 SGD steps: best -> iteration 2, last -> iteration 3."""
-    torch.manual_seed(0)
     run_dir = tmp_path_factory.mktemp("runs") / "unet_tiny"
-    model = zoo.create(**{**MODEL, "encoder_weights": None})
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
-    meta = {"model": MODEL, "classes": ["sky", "road", "car"], "palette": [[0, 0, 255], [128, 64, 128], [255, 0, 0]],
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "dataset": "synthetic",
-            "eval_protocol": {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0], "flip": False}}
-    ckpts, outputs = run_dir / "checkpoints", {}
-    for it in (1, 2, 3):
-        model.train()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        metrics = {"mIoU": 0.1 * it, "per_class_iou": {"sky": 0.1, "road": 0.2, "car": None}}
-        ckpt = save_checkpoint(ckpts, f"iter_{it:06d}", model_state=model.state_dict(),
-                               meta={**meta, "iteration": it, "metrics": metrics})
-        set_pointer(ckpts, "last", ckpt, iteration=it)
-        if it == 2:
-            set_pointer(ckpts, "best", ckpt, iteration=it, mIoU=0.2)
-        outputs[it] = _predict(copy.deepcopy(model))
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"model": MODEL, "train": {"iters": 3, "lr": 0.1}}))
-    (run_dir / "eval.json").write_text(json.dumps({"mIoU": 0.2}))
+    outputs = make_run(run_dir)
     assert not torch.equal(outputs[2], outputs[3])
     return run_dir, outputs
 
@@ -75,9 +51,8 @@ def published(run, tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         main([str(run[0]), "--name", NAME, "--out", str(out)])
-    text = printed.getvalue()
-    entry = hub.Entry.from_dict(json.loads(text.strip().splitlines()[-1]))
-    return out, entry, text
+    entry = publish.publish(run[0], NAME, out)  # the same folder again: the entry it describes
+    return out, entry, printed.getvalue()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -123,6 +98,10 @@ def _server(published, tmp_path_factory):
     data = bytearray((tampered / hub.WEIGHTS).read_bytes())
     data[-1] ^= 0xFF  # a flipped bit in the tensor data: still a valid safetensors file
     (tampered / hub.WEIGHTS).write_bytes(bytes(data))
+    relabelled = www / "relabelled" / NAME  # same weights, other classes: only a pin on config.json sees it
+    shutil.copytree(published[0], relabelled)
+    config = json.loads((relabelled / "config.json").read_text())
+    (relabelled / "config.json").write_text(json.dumps({**config, "classes": ["a", "b", "c"]}))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.root, srv.log, srv.cuts, srv.ignore_range = www, [], {}, False
     srv.url = lambda p: f"http://127.0.0.1:{srv.server_port}/{p}"
@@ -162,10 +141,9 @@ def _weights_requests(server):
 
 def test_publish_writes_a_self_contained_folder(published, run):
     out, entry, printed = published
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
-                                                       "model.safetensors.sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     digest = hashlib.sha256((out / hub.WEIGHTS).read_bytes()).hexdigest()
-    assert (out / "model.safetensors.sha256").read_text() == f"{digest}  model.safetensors\n"
+    pin = hashlib.sha256((out / "config.json").read_bytes()).hexdigest()
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == hub.PUBLISHED_FORMAT and config["name"] == NAME
     assert config["model"] == {**MODEL, "encoder_weights": None}
@@ -173,7 +151,10 @@ def test_publish_writes_a_self_contained_folder(published, run):
     assert config["source"] == {"run": "unet_tiny", "checkpoint": "iter_000002", "iteration": 2}
     assert config["metrics"]["mIoU"] == pytest.approx(0.2) and config["eval_protocol"]["mode"] == "whole"
     assert config["recipe"]["train"] == {"iters": 3, "lr": 0.1}
-    assert "register_entry(Entry(" in printed and f"sha256='{digest}'" in printed
+    assert config["weights_sha256"] == digest
+    assert len(printed.strip().splitlines()) == 2 and f'sha256="{pin}"' in printed  # a summary, not the entry
+    assert config["recipe"]["data"]["root"] == "<data.root>"  # no local absolute path is published
+    assert str(run[0].parent) not in (out / "config.json").read_text()
     assert entry.sha256 == digest and entry.arch == "unet" and entry.url == out.resolve().as_uri()
 
 
@@ -201,7 +182,10 @@ def test_load_published_folder_path_and_file_url(published, run):
     for source in (out, out.as_uri(), out / hub.WEIGHTS):
         model = zoo.load(source)
         assert torch.equal(_predict(model), run[1][2])
-        assert model.meta["name"] == NAME and model.meta["sha256"] == published[1].sha256
+        assert model.meta["name"] == NAME and model.meta["sha256"] == _pin(published)
+        assert torch.equal(_predict(zoo.load(source, sha256=_pin(published))), run[1][2])
+    with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {re.escape(str(out / 'config.json'))}"):
+        zoo.load(out, sha256=published[1].sha256)  # the weights' digest does not pin the folder
 
 
 def test_local_folder_checked_against_its_digest(published, tmp_path):
@@ -227,7 +211,7 @@ def test_pickle_refused(tmp_path, server, run):
 # ---------------------------------------------------------------- downloads
 
 def test_url_load_verified_then_cached(published, run, server, monkeypatch):
-    url, sha = server.url(f"models/{NAME}"), published[1].sha256
+    url, sha = server.url(f"models/{NAME}"), _pin(published)
     model = zoo.load(url, sha256=sha)
     assert torch.equal(_predict(model), run[1][2]) and model.meta["source"] == url
     assert [p for p, _ in server.log] == [f"/models/{NAME}/config.json", f"/models/{NAME}/model.safetensors"]
@@ -238,10 +222,13 @@ def test_url_load_verified_then_cached(published, run, server, monkeypatch):
     assert server.log == []  # the second and third loads came from the cache
 
 
-def test_url_load_without_sha256_checks_the_published_digest(published, run, server):
-    model = zoo.load(server.url(f"models/{NAME}"))
-    assert torch.equal(_predict(model), run[1][2]) and model.meta["sha256"] == published[1].sha256
-    assert server.log[0][0] == f"/models/{NAME}/model.safetensors.sha256"
+def test_url_load_without_sha256_fetches_config_again(published, run, server):
+    url = server.url(f"models/{NAME}")
+    model = zoo.load(url)
+    assert torch.equal(_predict(model), run[1][2]) and model.meta["sha256"] == _pin(published)
+    server.log.clear()
+    zoo.load(url)  # a folder published anew at the URL would be seen; the weights come from the cache
+    assert [p for p, _ in server.log] == [f"/models/{NAME}/config.json"]
 
 
 @pytest.mark.parametrize("server_ranges", [True, False])
@@ -249,13 +236,13 @@ def test_interrupted_download_resumes(published, run, server, server_ranges):
     size = (published[0] / hub.WEIGHTS).stat().st_size
     server.cuts[f"/models/{NAME}/model.safetensors"] = [size // 2]
     server.ignore_range = not server_ranges  # a server that answers 200: start over
-    model = zoo.load(server.url(f"models/{NAME}"), sha256=published[1].sha256)
+    model = zoo.load(server.url(f"models/{NAME}"), sha256=_pin(published))
     assert torch.equal(_predict(model), run[1][2])
     assert _weights_requests(server) == [None, f"bytes={size // 2}-"]
 
 
 def test_download_gives_up_then_resumes_on_the_next_call(published, server):
-    url, sha = server.url(f"models/{NAME}"), published[1].sha256
+    url, sha = server.url(f"models/{NAME}"), _pin(published)
     server.cuts[f"/models/{NAME}/model.safetensors"] = [1000, 2000, 3000]
     with pytest.raises(hub.DownloadError, match="interrupted 3 times.*run again to resume"):
         zoo.load(url, sha256=sha)
@@ -267,7 +254,7 @@ def test_download_gives_up_then_resumes_on_the_next_call(published, server):
 
 def test_tampered_file_refused_and_removed(published, server):
     url, sha = server.url(f"tampered/{NAME}"), published[1].sha256
-    for kwargs in ({"sha256": sha}, {}):  # pinned, or through the published digest
+    for kwargs in ({"sha256": _pin(published)}, {}):  # pinned, or through config.json's weights_sha256
         with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {url}/model.safetensors: "
                                                     f"expected {sha}, got [0-9a-f]{{64}}; the file was removed"):
             zoo.load(url, **kwargs)
@@ -275,12 +262,19 @@ def test_tampered_file_refused_and_removed(published, server):
     assert not left & {"model.safetensors", "model.safetensors.part"}
 
 
+def test_pinned_config_refuses_a_changed_one(published, run, server):
+    url = server.url(f"relabelled/{NAME}")
+    assert zoo.load(url).meta["classes"] == ["a", "b", "c"]  # unpinned: the weights still match
+    with pytest.raises(hub.ChecksumError, match=f"sha256 mismatch for {url}/config.json: expected {_pin(published)}"):
+        zoo.load(url, sha256=_pin(published))
+
+
 def test_offline_with_an_empty_cache_names_the_missing_file(published, server, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     url = server.url(f"models/{NAME}")
     with pytest.raises(hub.OfflineError, match=r"ZOO_OFFLINE=1 and \S+/config.json is not in the cache; "
                                                r"it would be downloaded from " + re.escape(f"{url}/config.json")):
-        zoo.load(url, sha256=published[1].sha256)
+        zoo.load(url, sha256=_pin(published))
     assert server.log == []
 
 
@@ -299,8 +293,6 @@ def test_entry_from_index(published, run, server, tmp_path, monkeypatch):
     assert fresh.state_dict().keys() == model.state_dict().keys() and not hasattr(fresh, "meta")
     assert not torch.equal(_predict(fresh), run[1][2])
     assert _predict(zoo.create(NAME, num_classes=5)).shape[1] == 5
-    with pytest.raises(ValueError, match=r"num_classes=5 \(entry: 3\) would not fit its weights"):
-        zoo.create(NAME, pretrained=True, num_classes=5)
     with pytest.raises(ValueError, match="encoder_weights has no effect with pretrained=True"):
         zoo.create(NAME, pretrained=True, encoder_weights="imagenet")
     with pytest.raises(ValueError, match=f"no zoo entry with trained weights named 'unet'; entries with weights: {NAME}"):
@@ -342,38 +334,3 @@ def test_register_entry_refuses_duplicates(published, tmp_path, monkeypatch):
             zoo.list_models()
     finally:
         hub.ENTRIES._code.pop("unet_tiny_code")
-
-
-# ---------------------------------------------------------------- MODEL_CARD.md
-
-def _card_names(section: str) -> set:
-    return set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
-
-
-def test_model_card_lists_exactly_the_registered_entries():
-    section = publish.card_section((REPO / "MODEL_CARD.md").read_text())
-    assert section is not None, "MODEL_CARD.md has no '## Zoo entries' section"
-    assert _card_names(section) == set(zoo.list_models(pretrained=True))
-    assert section.rstrip() == publish.render_entries().rstrip(), \
-        "MODEL_CARD.md is out of date: run `python tools/publish.py --card`"
-
-
-def test_card_generated_from_the_registry(published, tmp_path, monkeypatch):
-    _write_index(tmp_path, monkeypatch, published[1].to_dict())
-    section = publish.render_entries()
-    assert _card_names(section) == {NAME}
-    row = next(line for line in section.splitlines() if line.startswith(f"| `{NAME}`"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:7] == ["unet", "test_resnet", "bilinear", "synthetic (3 classes)", "whole, scale 1", "20.0"]
-    for field in ("Intended use", "Limitations", "Evaluation protocol", published[1].sha256):
-        assert field in section
-    card = tmp_path / "MODEL_CARD.md"
-    shutil.copy(REPO / "MODEL_CARD.md", card)
-    before = card.read_text()
-    assert publish.update_card(card) and not publish.update_card(card)
-    after = card.read_text()
-    assert publish.card_section(after).rstrip() == section.rstrip()
-    assert after.split(publish.CARD_SECTION)[0] == before.split(publish.CARD_SECTION)[0]
-    others = [h for h in re.findall(r"^## .*$", before, flags=re.M) if h != publish.CARD_SECTION]
-    for heading in others:  # the sections other work keeps are left alone
-        assert publish.card_section(after, heading) == publish.card_section(before, heading)

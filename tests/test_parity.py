@@ -56,3 +56,20 @@ def test_learning_benchmark_cli_on_embedded_data(tmp_path, capsys):
             assert 0 <= run[name]["val_mIoU"] <= 1
     assert (tmp_path / "parity_unet_resnet18.png").stat().st_size > 1000
     assert "| zoo |" in capsys.readouterr().out
+
+
+def test_reports_of_one_seed_each_combine_into_one():
+    def report(seed, loss, **over):
+        run = {"seed": seed, "note": "",
+               "zoo": {"loss": [loss] * 10, "val_mIoU": 0.5, "params": 1e6, "step_s": 1.0},
+               "smp": {"loss": [2.0] * 10, "val_mIoU": 0.4, "params": 1e6, "step_s": 1.0}}
+        return {"arch": "unet", "encoder": "resnet18", "iters": 10, "batch": 2, "lr": 1e-3,
+                "weight_decay": 0.01, "frame": [8, 8], "crop": [8, 8], "data": "synthetic",
+                "zoo_args": {}, "runs": [run], **over}
+    both = parity.combine([report(1, 3.0), report(0, 1.0)])
+    assert [r["seed"] for r in both["runs"]] == [0, 1]
+    assert both["summary"]["zoo"]["late_loss"] == (2.0, pytest.approx(2 ** 0.5))
+    with pytest.raises(ValueError, match="differ in iters"):
+        parity.combine([report(0, 1.0), report(1, 1.0, iters=20)])
+    with pytest.raises(ValueError, match=r"a seed twice: \[0, 0\]"):
+        parity.combine([report(0, 1.0), report(0, 1.0)])

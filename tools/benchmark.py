@@ -51,12 +51,23 @@ def parse(argv=None):
     g.add_argument("--frame", type=int, nargs=2, default=[180, 240], metavar=("H", "W"))
     g.add_argument("--crop", type=int, nargs=2, default=[176, 224], metavar=("H", "W"))
     g.add_argument("--out", default="runs/parity", help="JSON and loss-curve plot go here")
+    g.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="merge reports of the same benchmark run with different seeds (one process "
+                        "per seed) into one, written to --out")
     return p.parse_args(argv)
 
 
 def learning(args):
     from zoo.bench import parse_model_args
     from zoo.parity import format_summary, run_parity, write
+    if args.combine:
+        import json
+        from zoo.parity import combine
+        report = combine([json.loads(open(path).read()) for path in args.combine])
+        print(format_summary(report))
+        for path in write(report, args.out):
+            print(f"wrote {path}")
+        return
     zoo_args = parse_model_args(args.arg)
     for arch in args.arch:
         for encoder in args.encoder:
@@ -75,7 +86,7 @@ def main(argv=None):
     from zoo.bench import format_breakdown, grid, parse_model_args, run_grid, unet_breakdown
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.learning:
+    if args.learning or args.combine:
         return learning(args)
     speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
     if args.recipe_defaults:

@@ -5,6 +5,13 @@ Cache root: `$ZOO_HOME`, default `~/.cache/segzoo`. A download goes to
 there (a server that answers 200 instead of 206 restarts it); the file gets
 its final name only after its sha256 matched. `ZOO_OFFLINE=1` reads the cache
 only and names the missing file. Plain paths and file:// URLs are read in place.
+
+Why not a library: the Hugging Face Hub goes through `huggingface_hub` (`zoo.hf`),
+but a published folder on a plain web server has no Hub API. There,
+`torch.hub.download_url_to_file` would do the transfer, yet it cannot resume an
+interrupted download (it always starts over), checks only a hash prefix, and knows
+no offline mode; hence the few lines here: Range resume, a full sha256 before the
+file gets its name, and ZOO_OFFLINE naming the missing file.
 """
 from __future__ import annotations
 

@@ -1,318 +1,207 @@
-"""Zoo weights: entries with trained weights, and verified, cached, resumable downloads.
-
-Weights are data (torchvision's `Weights`, timm's pretrained cfg): an `Entry`
-says where the weights are (`url`, `sha256`) apart from how the model is built
-(`model`, the keyword arguments of `zoo.create`), what a user needs to use them
-(classes, palette, mean/std) and what they were measured to do (evaluation
-protocol, metrics, recipe).
+"""Zoo weights: building models from trained weights, and verified, cached, resumable downloads.
 
     zoo.create("unet_resnet18_camvid", pretrained=True)                  # an entry
+    zoo.create("unet_resnet18_camvid", pretrained=True, num_classes=5)   # fine-tuning from it
     zoo.load("runs/unet_camvid")                                        # a run folder
     zoo.load("https://host/models/unet_resnet18_camvid", sha256="...")   # a published folder
+    zoo.load("hf-hub:org/unet_resnet18_camvid@<commit>", sha256="...")   # on the Hugging Face Hub (zoo.hf)
 
-A published folder (written by `zoo.publish.publish`) holds
+The entries themselves (what they are, where their list comes from) are
+`zoo.entries`; this module serves them to `zoo.create` through the registry's
+`register_weights`. A shipped or local weights file is hashed before every load
+and refused, by name, when its sha256 differs.
 
-    config.json                 format, name, model (zoo.create arguments), classes, palette,
-                                mean, std, eval_protocol, metrics, dataset, recipe, source
+A published folder (written by `zoo.publish`; the same two files on the Hugging Face Hub) holds
+
+    config.json                 format, name, model (zoo.create arguments), weights_sha256,
+                                classes, palette, mean, std, eval_protocol, metrics, dataset,
+                                recipe, source
     model.safetensors           the weights
-    model.safetensors.sha256    "<hex>  model.safetensors" (sha256sum format)
 
-`Entry.url` is such a folder's URL (weights at `<url>/model.safetensors`) or
-the URL of the `.safetensors` file itself (a release asset); http(s)://,
-file:// and plain paths work. Entries come from `register_entry` and from the
-JSON file `$ZOO_INDEX` names (read on first use, and again when it changes).
+`sha256=` pins such a folder by its config.json (`sha256sum config.json`), and
+config.json pins the weights by their `weights_sha256`, so one digest covers
+the architecture, the classes, mean/std and the weights; the weights are
+checked against config.json on every load, pinned or not. `Entry.url` is such a
+folder's URL (weights at `<url>/model.safetensors`), the URL of the
+`.safetensors` file itself (a release asset), or `hf-hub:org/repo@rev`;
+http(s)://, file:// and plain paths work. An entry's own `sha256` pins its weights.
 
-Cache (`$ZOO_HOME`, default `~/.cache/segzoo`):
+Cache of http(s) downloads (`$ZOO_HOME`, default `~/.cache/segzoo`; the Hub's
+files live in huggingface_hub's own cache):
 
     entries/<entry name>/model.safetensors
-    urls/<sha256(url)[:16]>/config.json, model.safetensors, model.safetensors.sha256
+    urls/<sha256(url)[:16]>/config.json, model.safetensors
 
 Downloads go to `<file>.part` and resume with an HTTP Range request; a file
-gets its final name only after its sha256 matched, and cached weights are
-hashed again before every load. A mismatch removes the file and raises.
-Without `sha256=`, a URL load checks the weights against the
-`model.safetensors.sha256` published beside them, which catches corruption but
-not a server that lies: pass `sha256=` to pin what you trust. `ZOO_OFFLINE=1`
-reads the cache only. Pickle checkpoints are refused: nothing from outside is
-unpickled. Encoder weights are never downloaded here: the zoo's weights cover
-the whole model.
+gets its final name only after its sha256 matched, and cached files are hashed
+again before every load. A mismatch removes the file and raises. An unpinned
+config.json is downloaded again on every online load (a folder published anew
+at the same URL is seen); a pinned one comes from the cache while it matches.
+`ZOO_OFFLINE=1` reads the caches only. Pickle checkpoints are refused: nothing
+from outside is unpickled. Encoder weights are never downloaded here: the zoo's
+weights cover the whole model.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from torch import nn
 
-from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, fetch,  # noqa: F401
-                          local_path, offline, sha256_of, verify)
+from zoo import registry
+from zoo.entries import (ENTRIES, Entry, check_entry_name, get_entry,  # noqa: F401
+                         read_index, register_entry)
+from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, download,  # noqa: F401
+                          fetch, local_path, offline, sha256_of, verify)
 
 PUBLISHED_FORMAT = "segzoo-published/1"
 WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
-# ---------------------------------------------------------------- entries
-
-@dataclass(frozen=True)
-class Entry:
-    """One set of trained weights. `model["name"]` is the architecture or preset it builds."""
-    name: str
-    model: dict
-    url: str
-    sha256: str  # of model.safetensors
-    classes: list
-    palette: list = field(default_factory=list)
-    mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    eval_protocol: dict = field(default_factory=dict)  # mode, crop_size, stride, scales, flip
-    metrics: dict = field(default_factory=dict)  # mIoU, per_class_iou, ...
-    dataset: str = ""
-    recipe: dict | str | None = None  # the resolved recipe inline, or a path / URL to it
-    speed: dict = field(default_factory=dict)  # e.g. {"img_per_s": 40.1, "device": "H100", "size": [360, 480]}
-    license: str = ""
-    intended_use: str = ""
-    limitations: str = ""
-    notes: str = ""
-
-    def __post_init__(self):
-        where = f"entry {self.name!r}"
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise ValueError(f"{where}: name must be letters, digits, '_', '.', '-'")
-        if not isinstance(self.model, dict) or not isinstance(self.model.get("name"), str):
-            raise ValueError(f"{where}: model must be a dict of zoo.create arguments with a 'name'")
-        if not isinstance(self.url, str) or not self.url:
-            raise ValueError(f"{where}: url must be a non-empty string")
-        if not isinstance(self.sha256, str) or not _HEX64.fullmatch(self.sha256):
-            raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
-        if not self.classes or not all(isinstance(c, str) for c in self.classes):
-            raise ValueError(f"{where}: classes must be a non-empty list of names")
-        if self.palette and len(self.palette) != len(self.classes):
-            raise ValueError(f"{where}: {len(self.palette)} palette colours for {len(self.classes)} classes")
-        n = self.model.get("num_classes")
-        if n is not None and n != len(self.classes):
-            raise ValueError(f"{where}: model num_classes={n} but {len(self.classes)} class names")
-
-    @property
-    def arch(self) -> str:
-        return self.model["name"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def weights_url(self) -> str:
-        return self.url if self.url.endswith(".safetensors") else f"{self.url.rstrip('/')}/{WEIGHTS}"
-
-    def meta(self) -> dict:
-        return {"name": self.name, "classes": list(self.classes), "palette": list(self.palette),
-                "mean": list(self.mean), "std": list(self.std),
-                "eval_protocol": dict(self.eval_protocol), "metrics": dict(self.metrics),
-                "dataset": self.dataset, "source": self.url, "sha256": self.sha256}
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "entry") -> "Entry":
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(names)})")
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ValueError(f"{where}: missing key {missing[0]!r}")
-        try:
-            return cls(**d)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+def create(name: str | None, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """`zoo.create` for names with trained weights: an entry, an `hf-hub:` repository, or
+    `pretrained=<entry>` to start the model `name` builds from that entry's weights."""
+    if isinstance(pretrained, str) and pretrained:
+        if name is None or name == pretrained:
+            return create(pretrained, pretrained=True, **kwargs)
+        base = dict(get_entry(name).model) if name in ENTRIES else {"name": name}
+        return init_from(build_architecture({**base, **kwargs}), pretrained)
+    if name is None:
+        raise TypeError("create() needs a model name (or pretrained=<entry name>)")
+    if name.startswith(HF_PREFIX):
+        return create_from_hub(name, pretrained=bool(pretrained), **kwargs)
+    return create_entry(name, pretrained=bool(pretrained), **kwargs)
 
 
-class _Entries(Mapping):
-    """Entries registered in code plus those of the `$ZOO_INDEX` file; the file is
-    read on first use and read again when the variable names another one."""
+class _Source:
+    """The registry's view of the entries (`registry.WeightsSource`)."""
 
-    def __init__(self):
-        self._code: dict[str, Entry] = {}
-        self._index: dict[str, Entry] = {}
-        self._index_path: str | None = None
+    def names(self):
+        return list(ENTRIES)
 
-    def _all(self) -> dict[str, Entry]:
-        path = os.environ.get("ZOO_INDEX") or None
-        if path != self._index_path:
-            index = read_index(path) if path else {}
-            twice = sorted(set(index) & set(self._code))
-            if twice:
-                raise ValueError(f"ZOO_INDEX={path}: entry {twice[0]!r} is already registered in code")
-            self._index, self._index_path = index, path
-        return {**self._code, **self._index}
+    def arch(self, name: str) -> str | None:
+        return ENTRIES[name].arch if name in ENTRIES else None
 
-    def __getitem__(self, name: str) -> Entry:
-        return self._all()[name]
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def _add(self, entry: Entry) -> None:
-        if entry.name in self._all():
-            raise ValueError(f"zoo entry {entry.name!r} is already registered")
-        _check_names(entry, f"register_entry({entry.name!r})")
-        self._code[entry.name] = entry
+    def create(self, name, pretrained, **kwargs):
+        return create(name, pretrained, **kwargs)
 
 
-ENTRIES: Mapping[str, Entry] = _Entries()
-
-
-def register_entry(entry: Entry) -> Entry:
-    """Add an entry (duplicates refused); `zoo.create(entry.name, pretrained=True)` then builds it."""
-    ENTRIES._add(entry)
-    return entry
-
-
-def check_entry_name(name: str, where: str) -> None:
-    from zoo.registry import _BUILDERS, _load_models  # not list_models: that reads ENTRIES
-    _load_models()
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"{where}: entry name {name!r} must be letters, digits, '_', '.', '-'")
-    if name in _BUILDERS:
-        raise ValueError(f"{where}: entry name {name!r} is an architecture's name; "
-                         "give the trained weights their own name (e.g. <arch>_<dataset>)")
-
-
-def _check_names(entry: Entry, where: str) -> None:
-    from zoo.registry import _BUILDERS
-    check_entry_name(entry.name, where)
-    if entry.arch not in _BUILDERS:
-        close = difflib.get_close_matches(entry.arch, list(_BUILDERS), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"{where}: model name {entry.arch!r} is not a registered architecture{hint}")
-
-
-def read_index(path: str | os.PathLike) -> dict[str, Entry]:
-    """Entries of a JSON index file: `{"entries": [{...Entry fields...}, ...]}` (or a bare list).
-    A relative `url` is taken relative to the index file's folder."""
-    path = Path(path).expanduser()
-    where = f"ZOO_INDEX={path}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from None
-    items = data.get("entries") if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise ValueError(f"{where}: expected {{\"entries\": [...]}} or a list of entries")
-    entries: dict[str, Entry] = {}
-    for i, item in enumerate(items):
-        label = f"{where}: entries[{i}]" + (f" ({item['name']!r})" if isinstance(item, dict) and "name" in item else "")
-        if isinstance(item, dict) and isinstance(item.get("url"), str) and _is_relative(item["url"]):
-            item = {**item, "url": str((path.parent / item["url"]).resolve())}
-        entry = Entry.from_dict(item, label)
-        if entry.name in entries:
-            raise ValueError(f"{label}: duplicate entry name")
-        _check_names(entry, label)
-        entries[entry.name] = entry
-    return entries
-
-
-def _is_relative(url: str) -> bool:
-    return len(urlparse(url).scheme) <= 1 and not Path(url).expanduser().is_absolute()
-
-
-def get_entry(name: str) -> Entry:
-    if name in ENTRIES:
-        return ENTRIES[name]
-    close = difflib.get_close_matches(name, list(ENTRIES), n=4, cutoff=0.4)
-    listing = f"did you mean {', '.join(close)}?" if close else \
-        f"entries with weights: {', '.join(sorted(ENTRIES)) or 'none registered'}"
-    raise ValueError(f"no zoo entry with trained weights named {name!r}; {listing} "
-                     "(zoo.list_models(pretrained=True) lists them)")
+registry.register_weights(_Source())
 
 
 def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """The entry's model. `pretrained=True`: its trained weights (downloaded, verified,
-    cached) and `.meta`; keywords may only repeat the entry's own values.
-    `pretrained=False`: the same architecture with fresh weights; keywords override."""
-    from zoo import registry
+    """The entry's model. `pretrained=True`: its trained weights (verified; downloaded and
+    cached when not shipped) and `.meta`. Keywords change the architecture, e.g.
+    `num_classes=5` to fine-tune: every tensor whose shape still fits is loaded, the others
+    (the classifier) keep their fresh values and a warning names them.
+    `pretrained=False`: the same architecture with fresh weights."""
     entry = get_entry(name)
     if not pretrained:
         return registry.create(**{**entry.model, **kwargs})
-    _check_overrides(entry, kwargs)
-    model = build_model(entry.model, entry_weights(entry))
-    model.meta = entry.meta()
-    return model
-
-
-def _check_overrides(entry: Entry, kwargs: dict) -> None:
-    from zoo.registry import builder_params
     if "encoder_weights" in kwargs:
         raise ValueError(f"{entry.name}: encoder_weights has no effect with pretrained=True "
                          "(the entry's weights cover the whole model)")
-    params = builder_params(entry.arch)
-    changed = []
-    for k, v in kwargs.items():
-        if k not in params:
-            raise ValueError(f"{entry.name}: unknown argument {k!r}; valid: {', '.join(params)}")
-        own = entry.model.get(k, params[k].default)
-        if _plain(v) != _plain(own):
-            changed.append(f"{k}={v!r} (entry: {own!r})")
-    if changed:
-        raise ValueError(f"{entry.name}: pretrained=True builds the entry's architecture; "
-                         f"{', '.join(changed)} would not fit its weights. Use pretrained=False for "
-                         "fresh weights, or load the entry and replace the layers you need.")
+    model = build_architecture({**entry.model, **kwargs})
+    skipped = load_weights(model, entry_weights(entry), entry.name, skip_mismatched=True)
+    model.meta = entry.meta()
+    if skipped:
+        model.meta["skipped"] = skipped
+        if model.config.get("num_classes", entry.num_classes) != entry.num_classes:
+            for key in ("classes", "palette", "metrics"):  # they describe the entry's classifier
+                model.meta.pop(key)
+    return model
 
 
-def _plain(v):
-    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = None, **kwargs) -> nn.Module:
+    """`zoo.create("hf-hub:org/repo[@rev]")`: the architecture its config.json names (keywords
+    change it, as for entries); `pretrained=True` also loads its weights (see zoo.hf)."""
+    from zoo import hf
+    weights, model_kwargs, meta = hf.download(source, sha256=sha256, with_weights=pretrained)
+    model = build_architecture({**model_kwargs, **kwargs})
+    if pretrained:
+        meta["skipped"] = load_weights(model, weights, source, skip_mismatched=True)
+        model.meta = meta
+    return model
+
+
+def init_from(model: nn.Module, source: str) -> nn.Module:
+    """Start `model` from an entry's weights (a name or `hf-hub:...`), skipping the tensors
+    whose shapes differ; a recipe's `model.pretrained: <entry>`."""
+    if source.startswith(HF_PREFIX):
+        from zoo import hf
+        weights, _, _ = hf.download(source, with_weights=True)
+    else:
+        weights = entry_weights(get_entry(source))
+    model.meta = {"initialised_from": source,
+                  "skipped": load_weights(model, weights, source, skip_mismatched=True)}
+    return model
 
 
 # ---------------------------------------------------------------- building
 
-def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
-    """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
+HF_PREFIX = "hf-hub:"
+
+
+def load_weights(model: nn.Module, weights: Path, source: str, skip_mismatched: bool = False) -> list[str]:
+    """Load a safetensors file into `model` (fp16 on disk becomes the model's dtype). Keys must
+    match; with `skip_mismatched`, tensors whose shapes differ keep the model's values and are
+    returned (and named in a warning), else they are an error."""
+    import warnings
+
     from zoo.engine.checkpoint import read_tensors
     state = read_tensors(Path(weights))  # names the file when it is truncated or corrupt
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{weights}: the weights of {source} do not fit {model.config}: "
+                         f"missing {_few(missing)}; unexpected {_few(unexpected)}")
+    differ = [k for k in own if state[k].shape != own[k].shape]
+    if differ and not skip_mismatched:
+        raise ValueError(f"{weights}: the weights of {source} do not fit {model.config}: shapes differ "
+                         f"for {_few([f'{k} {list(state[k].shape)} vs {list(own[k].shape)}' for k in differ])}")
+    skipped = [f"{k} {list(state[k].shape)} -> {list(own[k].shape)}" for k in differ]
+    if skipped:
+        warnings.warn(f"{source}: {len(skipped)} tensor(s) whose shapes differ were not loaded "
+                      f"and keep fresh values: {', '.join(skipped)}", stacklevel=3)
+    state.update({k: own[k] for k in differ})
+    model.load_state_dict(state, strict=True)
+    return [k for k in differ]
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
+    """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
     model = build_architecture(model_kwargs)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{weights}: the weights do not fit {model.config}: {e}") from None
+    load_weights(model, weights, str(weights))
     return model.to(map_location)
 
 
 def build_architecture(model_kwargs: dict) -> nn.Module:
     """`zoo.create(**model_kwargs)` with fresh weights and never any encoder weights."""
-    from zoo.registry import builder_params, resolve_name
     kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
     name = kwargs.pop("name", None)
     if not isinstance(name, str):
         raise ValueError(f"model arguments {model_kwargs!r} have no architecture 'name'")
-    params = builder_params(name)
+    params = registry.builder_params(name)
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(params)}")
     kwargs.pop("encoder_weights", None)
     # The builder directly, not create(): create() drops None, and None is the point here.
     extra = {"encoder_weights": None} if "encoder_weights" in params else {}
-    model = resolve_name(name)(**kwargs, **extra)
+    model = registry.resolve_name(name)(**kwargs, **extra)
     model.config = {"name": name, **kwargs}
     return model
 
@@ -322,18 +211,25 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
     metrics, ...), from a run folder (`checkpoints/<pointer>.json`; `best` falls back to
     `last`), a checkpoint folder (model.safetensors + meta.json), a published folder
     (model.safetensors + config.json), its http(s):// or file:// URL, or an entry's name.
-    `sha256` pins the weights; a published folder's own `model.safetensors.sha256` is
-    checked when it is not given."""
+    `sha256` pins a published folder through its config.json (`sha256sum config.json`), whose
+    `weights_sha256` pins the weights, which are always checked against it; for a
+    checkpoint folder or a bare weights file it pins the weights."""
     source = os.fspath(source)
     _refuse_pickle(source)
     sha256 = sha256.lower() if isinstance(sha256, str) else sha256
     if sha256 is not None and not _HEX64.fullmatch(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    if source.startswith(HF_PREFIX):
+        from zoo import hf
+        weights, model_kwargs, meta = hf.download(source, sha256=sha256)
+        model = build_model(model_kwargs, weights, map_location)
+        model.meta = meta
+        return model.eval()
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
-        folder, sha256 = _fetch_published(source, sha256)
+        folder = _fetch_published(source, sha256)
         weights, model_kwargs, meta = _read_folder(folder, pointer)
-        meta["source"] = source
+        meta.update(source=source, sha256=sha256_of(folder / CONFIG))
     else:
         path = local_path(source)
         if path is None:
@@ -345,13 +241,25 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
                                     "(zoo.list_models(pretrained=True) lists them)")
         weights, model_kwargs, meta = _read_folder(path, pointer)
         meta["source"] = str(path)
-        sha256 = sha256 or _published_digest(weights)
-        if sha256:
-            verify(weights, sha256, str(weights), remove=False)
-    meta["sha256"] = sha256
+        _verify_local(weights, meta, sha256)
     model = build_model(model_kwargs, weights, map_location)
     model.meta = meta
     return model.eval()
+
+
+def _verify_local(weights: Path, meta: dict, sha256: str | None) -> None:
+    """A published folder: `sha256` pins its config.json, which pins the weights. Anything
+    else: `sha256` pins the weights file."""
+    if "weights_sha256" in meta:
+        config = weights.parent / CONFIG
+        if sha256:
+            verify(config, sha256, str(config), remove=False)
+        verify(weights, meta["weights_sha256"], str(weights), remove=False)
+        meta["sha256"] = sha256 or sha256_of(config)
+    else:
+        if sha256:
+            verify(weights, sha256, str(weights), remove=False)
+        meta["sha256"] = sha256
 
 
 def resolve_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
@@ -385,33 +293,43 @@ def _read_folder(path: Path, pointer: str) -> tuple[Path, dict, dict]:
         info = load_meta(folder)
         meta = {"name": folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name,
                 "checkpoint": folder.name}
-    elif (folder / "config.json").is_file():
-        info = json.loads((folder / "config.json").read_text())
-        fmt = info.get("format", PUBLISHED_FORMAT)
-        if fmt != PUBLISHED_FORMAT:
-            raise ValueError(f"{folder / 'config.json'}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
-        meta = {"name": info.get("name", folder.name)}
+    elif (folder / CONFIG).is_file():
+        return (weights, *read_config(folder / CONFIG, folder.name))
     else:
-        raise FileNotFoundError(f"{folder}: {WEIGHTS} without meta.json or config.json to say "
+        raise FileNotFoundError(f"{folder}: {WEIGHTS} without meta.json or {CONFIG} to say "
                                 "which model it belongs to")
+    return (weights, *_model_and_meta(info, meta, str(folder)))
+
+
+def read_config(path: Path, default_name: str, where: str | None = None) -> tuple[dict, dict]:
+    """(model arguments, meta) of a published folder's config.json; meta carries the
+    `weights_sha256` it names."""
+    where = where or str(path)
+    try:
+        info = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    fmt = info.get("format", PUBLISHED_FORMAT)
+    if fmt != PUBLISHED_FORMAT:
+        raise ValueError(f"{where}: format {fmt!r}, this version reads {PUBLISHED_FORMAT!r}")
+    digest = info.get("weights_sha256")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise ValueError(f"{where}: key 'weights_sha256' must be the weights' sha256 (64 lowercase hex "
+                         f"digits), got {digest!r}; publish the folder again with tools/publish.py")
+    model, meta = _model_and_meta(info, {"name": info.get("name", default_name)}, where)
+    meta["weights_sha256"] = digest
+    return model, meta
+
+
+def _model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
     if not isinstance(info.get("model"), dict):
-        raise ValueError(f"{folder}: its metadata has no 'model' arguments")
+        raise ValueError(f"{where}: its metadata has no 'model' arguments")
     for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration"):
         if key in info:
             meta[key] = info[key]
-    return weights, info["model"], meta
-
-
-def _published_digest(weights: Path) -> str | None:
-    digest_file = weights.with_name(weights.name + ".sha256")
-    return parse_digest(digest_file, str(digest_file)) if digest_file.is_file() else None
-
-
-def parse_digest(path: Path, source: str) -> str:
-    text = Path(path).read_text().split()
-    if not text or not _HEX64.fullmatch(text[0].lower()):
-        raise ValueError(f"{source}: not a sha256sum line ('<64 hex digits>  {WEIGHTS}')")
-    return text[0].lower()
+    return info["model"], meta
 
 
 def _refuse_pickle(source: str) -> None:
@@ -426,7 +344,11 @@ def _refuse_pickle(source: str) -> None:
 
 
 def entry_weights(entry: Entry) -> Path:
-    """The entry's verified weights file: in place when local, else in the cache."""
+    """The entry's verified weights file: in place when local (shipped), else in the cache
+    (huggingface_hub's for `hf-hub:` URLs)."""
+    if entry.url.startswith(HF_PREFIX):
+        from zoo import hf
+        return hf.entry_weights(entry.url, entry.sha256, entry.name)
     path = local_path(entry.weights_url)
     if path is not None:
         if not path.is_file():
@@ -436,13 +358,17 @@ def entry_weights(entry: Entry) -> Path:
     return fetch(entry.weights_url, cache_dir() / "entries" / entry.name / WEIGHTS, entry.sha256)
 
 
-def _fetch_published(url: str, sha256: str | None) -> tuple[Path, str]:
-    """A published folder's files in the cache; the weights verified. Returns (folder, sha256)."""
-    base = re.sub(rf"/({re.escape(WEIGHTS)}|config\.json)$", "", url.rstrip("/"))
+def _fetch_published(url: str, sha256: str | None) -> Path:
+    """A published folder's config.json and weights in the cache, both verified. A pinned
+    config.json is taken from the cache when it matches; an unpinned one is downloaded
+    again whenever online, so a folder published anew at the same URL is seen."""
+    base = re.sub(rf"/({re.escape(WEIGHTS)}|{re.escape(CONFIG)})$", "", url.rstrip("/"))
     folder = cache_dir() / "urls" / hashlib.sha256(base.encode()).hexdigest()[:16]
-    if sha256 is None:
-        digest_url = f"{base}/{WEIGHTS}.sha256"
-        sha256 = parse_digest(fetch(digest_url, folder / f"{WEIGHTS}.sha256"), digest_url)
-    fetch(f"{base}/config.json", folder / "config.json")
-    fetch(f"{base}/{WEIGHTS}", folder / WEIGHTS, sha256)
-    return folder, sha256
+    config = folder / CONFIG
+    if sha256 is None and not offline():
+        download(f"{base}/{CONFIG}", config)
+    else:
+        fetch(f"{base}/{CONFIG}", config, sha256)
+    _, meta = read_config(config, folder.name, where=f"{base}/{CONFIG}")
+    fetch(f"{base}/{WEIGHTS}", folder / WEIGHTS, meta["weights_sha256"])
+    return folder

@@ -146,6 +146,22 @@ def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seed
             "zoo_args": zoo_args or {}, "runs": runs, "summary": summarize(runs, iters)}
 
 
+def combine(reports: list[dict]) -> dict:
+    """One report from runs of the same benchmark with different seeds (for example
+    one process per seed), summarised again; settings that differ are refused."""
+    settings = ("arch", "encoder", "iters", "batch", "lr", "weight_decay", "frame", "crop", "data", "zoo_args")
+    first = reports[0]
+    for r in reports[1:]:
+        differ = [k for k in settings if r.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"cannot combine parity reports that differ in {', '.join(differ)}")
+    runs = sorted((run for r in reports for run in r["runs"]), key=lambda run: run["seed"])
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot combine parity reports with a seed twice: {seeds}")
+    return {**first, "runs": runs, "summary": summarize(runs, first["iters"])}
+
+
 def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

@@ -263,6 +263,8 @@ def validate_model(model: dict) -> None:
     if not isinstance(model, dict):
         raise RecipeError(f"key 'model': expected mapping, got {describe(model)}")
     name = model.get("name")
+    if name is None and isinstance(model.get("pretrained"), str):
+        name = model["pretrained"]  # starting from an entry: its architecture by default
     if name is None:
         raise RecipeError("key 'model.name': required (a registered model name)")
     _check_value(name, str, "model.name")

@@ -4,8 +4,12 @@ Architectures register their builder with `@register_model`; presets bind
 defaults to one (`register_preset("unet_resnet34", unet, encoder="resnet34")`)
 instead of copying a builder per backbone. `create` drops `None` keywords, so
 unset options keep the model's defaults, and refuses keywords the builder does
-not take, naming the valid ones. Zoo entries with trained weights live in
-`zoo.hub` and are built through `create(name, pretrained=True)`.
+not take, naming the valid ones.
+
+Names with trained weights (zoo entries, `hf-hub:` repositories) are served by
+`zoo.hub`, which sits above the registry: it plugs itself in with
+`register_weights`, and `create`, `resolve_name` and `list_models` ask it first.
+The registry imports no hub; arrows run hub -> registry -> models.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import difflib
 import fnmatch
 import inspect
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterable, Protocol
 
 from torch import nn
 
@@ -34,19 +38,47 @@ def register_preset(name: str, builder: Callable, **defaults) -> None:
     _BUILDERS[name] = partial(builder, **defaults)
 
 
-def _entries() -> dict:
-    from zoo import hub  # entries with weights
-    return hub.ENTRIES
+class WeightsSource(Protocol):
+    """What serves names with trained weights (zoo.hub)."""
+
+    def names(self) -> Iterable[str]: ...  # entry names
+
+    def arch(self, name: str) -> str | None: ...  # the architecture an entry builds, None if not an entry
+
+    def create(self, name: str | None, pretrained: bool | str, **kwargs) -> nn.Module: ...
+
+
+_WEIGHTS: list[WeightsSource] = []
+
+
+def register_weights(source: WeightsSource) -> None:
+    _WEIGHTS.append(source)
+
+
+def _entries() -> list[str]:
+    return [n for source in _WEIGHTS for n in source.names()]
+
+
+def _entry_arch(name: str) -> str | None:
+    return next((a for source in _WEIGHTS if (a := source.arch(name)) is not None), None)
+
+
+def architectures() -> list[str]:
+    """Registered architectures and presets (no entries)."""
+    _load_models()
+    return sorted(_BUILDERS)
 
 
 def resolve_name(name: str) -> Callable[..., nn.Module]:
-    """The builder registered as `name`; unknown names list the closest ones."""
+    """The builder registered as `name` (for an entry: its architecture's); unknown
+    names list the closest ones."""
     _load_models()
     if name in _BUILDERS:
         return _BUILDERS[name]
-    if name in _entries():
-        return _BUILDERS[_entries()[name].arch]
-    names = list(_BUILDERS) + list(_entries())
+    arch = _entry_arch(name)
+    if arch is not None:
+        return _BUILDERS[arch]
+    names = list(_BUILDERS) + _entries()
     close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown model {name!r}{hint} (zoo.list_models() lists all)")
@@ -69,16 +101,24 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Registered names matching a shell-style pattern; with `pretrained=True`
     only zoo entries that carry trained weights."""
     _load_models()
-    names = list(_entries()) if pretrained else list(_BUILDERS) + list(_entries())
+    names = _entries() if pretrained else list(_BUILDERS) + _entries()
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
-def create(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model. `None` keywords keep the defaults."""
+def create(name: str | None = None, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """Build a registered model. `None` keywords keep the defaults.
+
+    `pretrained=True` loads the trained weights of the entry (or `hf-hub:` repository)
+    `name` names; other keywords may change its architecture (`num_classes=5` to fine-tune),
+    and the tensors that no longer fit are left fresh and named in a warning. A recipe's
+    `model.pretrained: <entry>` passes the entry's name instead: the model `name` builds
+    (the entry itself when `name` is not given) starts from that entry's weights."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if pretrained or name in _entries():
-        from zoo import hub
-        return hub.create_entry(name, pretrained=pretrained, **kwargs)
+    if pretrained or name is None or name.startswith("hf-hub:") or _entry_arch(name) is not None:
+        if not _WEIGHTS:
+            raise ValueError(f"create({name!r}, pretrained={pretrained!r}): no source of trained weights "
+                             "is registered (import zoo.hub)")
+        return _WEIGHTS[0].create(name, pretrained, **kwargs)
     builder = resolve_name(name)
     params = builder_params(name)
     unknown = [k for k in kwargs if k not in params]

@@ -1,0 +1,217 @@
+"""Shipping a trained run as a zoo entry inside the package.
+
+    ship("runs/unet_camvid", "unet_resnet18_camvid", recipe_file="recipes/unet_camvid_entry.yaml")
+
+writes `zoo/weights/<entry>.safetensors` (the best checkpoint, floating tensors as fp16:
+half the bytes, loaded back as fp32), its row of `zoo/weights/index.json` (what
+`zoo.hub` registers at import), the run's confusion matrix and val predictions under
+`docs/entries/<entry>/`, and regenerates MODEL_CARD.md's entries section. Budget: 30 MB
+per weights file, 64 MB for all of them; an entry is replaced only when its val mIoU
+improves by at least 0.02 (`force=True` overrides), so the history holds few retrains.
+Nothing written carries a local absolute path: the recipe's paths become placeholders.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from zoo import entries, hub
+from zoo.fileio import atomic_write_json
+
+MAX_FILE_BYTES = 30_000_000
+MAX_TOTAL_BYTES = 64_000_000
+MIN_GAIN = 0.02
+INDEX_FORMAT = "segzoo-index/1"
+REPO = Path(__file__).resolve().parents[1]
+COST_SIZE = (360, 480)
+NUM_PREDICTIONS = 2
+LATENCY_S = 1.0  # seconds of timed runs behind the median latency
+
+
+class ShipError(ValueError):
+    """A run that may not be shipped (over budget, no better than the shipped entry, ...)."""
+
+
+def placeholders(obj, key: str = ""):
+    """`obj` with every absolute path string replaced by `<key.path>` (e.g. `<data.root>`)."""
+    if isinstance(obj, dict):
+        return {k: placeholders(v, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [placeholders(v, key) for v in obj]
+    if isinstance(obj, str) and (os.path.isabs(obj) or obj.startswith("~")):
+        return f"<{key}>"
+    return obj
+
+
+def machine() -> str:
+    """The CPU (model and cores) or GPU, and the torch version."""
+    import torch
+    if torch.cuda.is_available():
+        what = torch.cuda.get_device_name()
+    else:
+        what = platform.processor() or platform.machine()
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.is_file():
+            names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                     if ln.startswith("model name")]
+            what = names[0] if names else what
+        what += f", {os.cpu_count()} cores"
+    return f"{what}; torch {torch.__version__}"
+
+
+def measure(model, size=COST_SIZE, threads: int = 1, min_run_time: float = 1.0) -> tuple[dict, dict]:
+    """(cost, speed): parameters and GFLOPs at `size`; median CPU latency of one image."""
+    import torch
+    from torch.utils import benchmark
+
+    from zoo.profile import count_flops, count_params
+    model = model.eval()
+    cost = {"params": count_params(model), "gflops": round(count_flops(model, tuple(size)) / 1e9, 3),
+            "size": list(size)}
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+        median = timer.blocked_autorange(min_run_time=min_run_time).median
+    speed = {"latency_ms": round(1000 * median, 2), "device": machine().split(";")[0],
+             "threads": threads, "batch": 1, "size": list(size)}
+    return cost, speed
+
+
+def read_shipped(weights_dir: Path) -> dict[str, hub.Entry]:
+    index = Path(weights_dir) / "index.json"
+    return hub.read_index(index) if index.is_file() else {}
+
+
+def write_index(weights_dir: Path, entries: dict[str, hub.Entry]) -> None:
+    rows = []
+    for name in sorted(entries):
+        row = entries[name].to_dict()
+        row["url"] = f"{name}.safetensors"  # relative: the index travels with the package
+        rows.append(row)
+    atomic_write_json(Path(weights_dir) / "index.json", {"format": INDEX_FORMAT, "entries": rows})
+
+
+def _metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict]:
+    """(metrics, eval protocol): an evaluation file of this very checkpoint, else the
+    checkpoint's own val metrics."""
+    if eval_file is None:
+        metrics, protocol = dict(meta.get("metrics") or {}), dict(meta.get("eval_protocol") or {})
+        where = f"{ckpt}/meta.json"
+    else:
+        result = json.loads(Path(eval_file).read_text())
+        named = Path(str(result.get("checkpoint", ""))).name
+        if named != ckpt.name:
+            raise ShipError(f"{eval_file}: evaluates checkpoint {named or '(unnamed)'!r}, "
+                            f"but the shipped one is {ckpt.name!r}")
+        metrics = {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou", "split")
+                   if k in result}
+        protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
+    missing = [k for k in ("mIoU", "pixel_acc", "per_class_iou") if k not in metrics]
+    if missing:
+        raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
+    return metrics, protocol
+
+
+def _check_gain(name: str, old: hub.Entry | None, miou: float, force: bool) -> None:
+    if old is None or force:
+        return
+    before = old.metrics.get("mIoU", 0.0)
+    if miou < before + MIN_GAIN:
+        raise ShipError(f"{name}: val mIoU {miou:.4f} does not improve on the shipped {before:.4f} "
+                        f"by at least {MIN_GAIN} (needs >= {before + MIN_GAIN:.4f}); the shipped "
+                        "weights stay (--force replaces them anyway)")
+
+
+def write_fp16(src: Path, dst: Path) -> None:
+    """The checkpoint's weights with floating tensors as fp16; refuses values fp16 cannot hold."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(src))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in half.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ShipError(f"{src}: {bad[0]} does not fit in fp16 (values beyond +-65504)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(dst), metadata={"format": hub.PUBLISHED_FORMAT, "dtype": "float16"})
+
+
+def check_budget(weights_dir: Path, name: str, new_file: Path) -> None:
+    """30 MB per file, 64 MB in all (the other shipped files plus `new_file`)."""
+    size = new_file.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ShipError(f"{name}: {size / 1e6:.1f} MB of fp16 weights, over the {MAX_FILE_BYTES / 1e6:.0f} MB "
+                        "per-file budget; ship a smaller model")
+    others = sum(p.stat().st_size for p in Path(weights_dir).glob("*.safetensors")
+                 if p.name != f"{name}.safetensors")
+    if others + size > MAX_TOTAL_BYTES:
+        raise ShipError(f"{name}: the shipped weights would total {(others + size) / 1e6:.1f} MB, over the "
+                        f"{MAX_TOTAL_BYTES / 1e6:.0f} MB budget")
+
+
+def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path) -> list[str]:
+    pictures = Path(run_dir) / "pictures"
+    chosen = sorted(p for p in pictures.glob("*.png") if p.name != "confusion.png")[:NUM_PREDICTIONS]
+    if (pictures / "confusion.png").is_file():
+        chosen.insert(0, pictures / "confusion.png")
+    out = Path(docs_dir) / name
+    if out.is_dir():
+        shutil.rmtree(out)
+    written = []
+    for src in chosen:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / src.name)
+        written.append(os.path.relpath(out / src.name, root))
+    return written
+
+
+def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval_file=None,
+         recipe_file: str = "", command: str = "", machine_name: str = "", force: bool = False,
+         pointer: str = "best", latency_s: float | None = None) -> dict:
+    """Ship the run's `pointer` checkpoint as entry `name` (see the module docstring).
+    Returns a short summary; raises ShipError when the entry may not be (re)placed."""
+    import yaml
+
+    from zoo.engine.checkpoint import load_meta
+    run_dir = Path(run_dir)
+    weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
+    card = Path(card) if card else REPO / "MODEL_CARD.md"
+    docs_dir = Path(docs_dir) if docs_dir else card.parent / "docs" / "entries"
+    hub.check_entry_name(name, f"--ship {name}")
+    ckpt = hub.resolve_checkpoint(run_dir, pointer)
+    meta = load_meta(ckpt)
+    metrics, protocol = _metrics(ckpt, meta, Path(eval_file) if eval_file else None)
+    shipped = read_shipped(weights_dir)
+    _check_gain(name, shipped.get(name), float(metrics["mIoU"]), force)
+
+    tmp = weights_dir / f".{name}.safetensors.tmp"
+    try:
+        write_fp16(ckpt / hub.WEIGHTS, tmp)
+        check_budget(weights_dir, name, tmp)
+        model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
+        model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
+        cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
+        final = weights_dir / f"{name}.safetensors"
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
+    date = datetime.datetime.fromtimestamp((ckpt / "meta.json").stat().st_mtime, datetime.timezone.utc)
+    entry = hub.Entry(
+        name=name, model=model_kwargs, url=str(final), sha256=hub.sha256_of(final),
+        classes=list(meta["classes"]), palette=meta.get("palette", []), mean=meta["mean"], std=meta["std"],
+        eval_protocol=protocol, metrics=metrics, dataset=meta.get("dataset", ""),
+        recipe=placeholders(recipe), speed=speed, cost=cost, recipe_file=recipe_file,
+        command=command or (f"python tools/train.py {recipe_file}" if recipe_file else ""),
+        machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"),
+        pictures=_pictures(run_dir, name, docs_dir, card.parent))
+    write_index(weights_dir, {**shipped, name: entry})
+    from zoo import card as card_mod
+    card_mod.update_card(card, read_shipped(weights_dir))
+    return {"entry": name, "mIoU": metrics["mIoU"], "pixel_acc": metrics["pixel_acc"],
+            "replaced": shipped[name].metrics.get("mIoU") if name in shipped else None,
+            "weights": final, "megabytes": final.stat().st_size / 1e6, "sha256": entry.sha256,
+            "card": card, "pictures": len(entry.pictures)}
