@@ -27,7 +27,7 @@ Cells are named `<arch>-<encoder>-<upsampler>-s<seed>` and train into
 Running is resumable: a cell whose `eval.json` exists is finished and skipped;
 any other is trained with `resume=True`, which continues a killed cell from
 its last checkpoint. With several jobs, cells run side by side as
-`tools/train.py` subprocesses, one per device slot.
+`python -m zoo.commands.train` subprocesses, one per device slot.
 """
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, l
     """Train every unfinished cell; returns the names of cells that failed.
 
     jobs=1 without devices trains in this process, one cell after another.
-    Otherwise each cell is a `tools/train.py` subprocess; `devices`
+    Otherwise each cell is a `python -m zoo.commands.train` subprocess; `devices`
     (e.g. ["cuda:0", "cuda:1"]) are handed out round-robin to `jobs` slots.
     """
     todo = []
@@ -336,8 +336,10 @@ def _train_here(cells, out, device, log) -> list[str]:
     return failed
 
 
-def train_script() -> Path:
-    return Path(__file__).resolve().parents[2] / "tools" / "train.py"
+def train_command(recipe: Path, run_dir: Path) -> list[str]:
+    """The subprocess that trains one cell: the installed package's own train
+    command, so a grid runs wherever `zoo` imports (no checkout needed)."""
+    return [sys.executable, "-m", "zoo.commands.train", str(recipe), "--run-dir", str(run_dir)]
 
 
 def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
@@ -354,7 +356,7 @@ def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
                 return True
             recipe = _with_device(cell.recipe, device) if device else cell.recipe
             save_recipe(recipe, path / "recipe.yaml")
-            cmd = [sys.executable, str(train_script()), str(path / "recipe.yaml"), "--run-dir", str(path)]
+            cmd = train_command(path / "recipe.yaml", path)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads_each)}
             log(f"[ablate] train {cell.name} on {device or 'the default device'} -> {path}")
             with open(path / "train.log", "a") as f:
