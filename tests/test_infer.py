@@ -45,7 +45,7 @@ def published(trained, tmp_path_factory):
 
 
 def _val(run_dir):
-    from zoo.engine.data import make_dataset
+    from zoo.data import make_dataset
     from zoo.recipe import load_recipe
     recipe = load_recipe(run_dir / "recipe.yaml")
     return make_dataset(recipe.data, recipe.data.val_split, train=False)
