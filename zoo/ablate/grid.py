@@ -32,7 +32,6 @@ its last checkpoint. With several jobs, cells run side by side as
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import queue
 import re
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from zoo.names import did_you_mean
 from zoo.recipe import (Recipe, RecipeError, RecipeLoader, load_recipe, parse_override, recipe_from_dict,
                         recipe_to_dict, save_recipe)
 
@@ -94,8 +94,8 @@ class Ablation:
 
 def _unknown(source, parent: str, key, allowed) -> AblationError:
     path = f"{parent}.{key}" if parent else str(key)
-    close = difflib.get_close_matches(str(key), list(allowed), n=2, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(key, allowed, n=2, cutoff=0.6, joiner=" or ", quote=True)
+    hint = f" ({hint})" if hint else ""
     return AblationError(f"{source}: unknown key '{path}'{hint}; allowed: {', '.join(allowed)}")
 
 

@@ -8,7 +8,6 @@ both from a recipe's `data` section.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 
 from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataError, SegDataset, resolve_root
@@ -39,9 +38,10 @@ def dataset_options(name: str) -> list[str]:
 
 def _dataset_class(name: str) -> type[SegDataset]:
     if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=3, cutoff=0.4)
+        from zoo.names import did_you_mean
+        hint = did_you_mean(name, DATASETS)
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
-                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+                         + (f" ({hint})" if hint else ""))
     return DATASETS[name]
 
 
