@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo.cli import run
+from zoo.commands.errors import run
 from zoo.engine import rundir
 from zoo.engine.trainer import Trainer, train_from_files
 

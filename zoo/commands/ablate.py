@@ -30,7 +30,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
 
     from zoo.ablate import ablate
-    from zoo.cli import run
+    from zoo.commands.errors import run
     from zoo.packaged import find_recipe
     words = argv if argv is not None else sys.argv[1:]
     command = f"{prog or 'python tools/ablate.py'} " + " ".join(shlex.quote(a) for a in words)

@@ -28,7 +28,7 @@ def main(argv=None, prog=None):
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    from zoo.cli import run
+    from zoo.commands.errors import run
     from zoo.engine.runs import evaluate_run
     result = run(evaluate_run, args.model, split=args.split, pointer=args.checkpoint,
                  device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,

@@ -55,7 +55,7 @@ def main(argv=None, prog=None):
         log = functools.partial(print, flush=True)
         rows = export_grid(args.out, encoder=args.encoder, formats=args.formats, size=args.size, log=log)
     else:
-        from zoo.cli import run
+        from zoo.commands.errors import run
         rows = [run(export_one, args)]
     print(format_table(rows, args.formats))
     failed = [f"{r['arch']}/{r['upsample']} {f}" for r in rows for f in args.formats if not r[f]["ok"]]

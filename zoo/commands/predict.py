@@ -22,7 +22,7 @@ def main(argv=None, prog=None):
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    from zoo.cli import run
+    from zoo.commands.errors import run
     from zoo.infer import predict_files
     paths = run(predict_files, args.model, args.images, args.out, pointer=args.checkpoint,
                 device=args.device)

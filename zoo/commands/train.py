@@ -58,7 +58,7 @@ def main(argv=None, prog=None):
     if args.recipe is None:
         p.error("the recipe (a YAML file or a packaged recipe's name) is required")
 
-    from zoo.cli import run
+    from zoo.commands.errors import run
     from zoo.packaged import find_recipe
     recipe = run(find_recipe, args.recipe)
     if args.print_recipe:
