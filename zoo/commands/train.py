@@ -59,14 +59,13 @@ def main(argv=None, prog=None):
         p.error("the recipe (a YAML file or a packaged recipe's name) is required")
 
     from zoo.commands.errors import run
-    from zoo.packaged import find_recipe
-    recipe = run(find_recipe, args.recipe)
     if args.print_recipe:
+        from zoo.packaged import find_recipe
         from zoo.recipe import format_recipe
-        print(run(format_recipe, recipe, args.overrides), end="")
+        print(run(format_recipe, run(find_recipe, args.recipe), args.overrides), end="")
         return
     from zoo.engine.trainer import train_from_files
-    run(train_from_files, recipe, args.overrides, run_dir=args.run_dir, resume=args.resume,
+    run(train_from_files, args.recipe, args.overrides, run_dir=args.run_dir, resume=args.resume,
         name=args.name, fresh=args.fresh)
 
 

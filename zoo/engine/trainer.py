@@ -325,12 +325,14 @@ class Interrupted(KeyboardInterrupt):
 
 def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False, *,
                      name: str | None = None, fresh: bool = False) -> dict:
-    """What `tools/train.py` does: load and check the recipe, pick the run folder
-    (`zoo/engine/rundir.py`: the same command names the same folder, so running it
-    again resumes), train, and print the final metrics."""
+    """What `segzoo train` does: load and check the recipe (a file, or a packaged
+    recipe's name: `zoo/packaged.py`), pick the run folder (`zoo/engine/rundir.py`:
+    the same command names the same folder, so running it again resumes), train,
+    and print the final metrics."""
     from zoo.engine import rundir
+    from zoo.packaged import find_recipe
     from zoo.recipe import load_recipe
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(find_recipe(recipe_path), overrides)
     folder = rundir.pick_run_dir(recipe_path, overrides, run_dir=run_dir, name=name, resume=resume,
                                  fresh=fresh)
     try:
