@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import zoo
 from zoo.commands import COMMANDS
 from zoo.commands import main as segzoo
 from zoo.packaged import find_recipe, packaged_recipes, recipe_dir
@@ -78,6 +79,15 @@ def test_segzoo_dispatches_and_names_unknown_commands(capsys):
     with pytest.raises(SystemExit):  # argparse's own usage error, under the subcommand's name
         segzoo(["eval"])
     assert capsys.readouterr().err.startswith("usage: segzoo eval ")
+
+
+def test_python_m_zoo_is_the_same_command_line():
+    proc = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (proc.returncode, proc.stdout) == (0, f"segzoo {zoo.__version__}\n")
+    proc = subprocess.run([sys.executable, "-m", "zoo"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: segzoo <command>")
 
 
 def _fresh_venv(where: Path) -> Path:
