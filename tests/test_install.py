@@ -62,10 +62,12 @@ def test_train_list_names_every_packaged_recipe(capsys):
     main(["--list"])
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == list(packaged_recipes())
-    assert "quickstart" in lines[[ln.split()[0] for ln in lines].index("quickstart")]
     quick = next(ln for ln in lines if ln.startswith("quickstart "))
     assert quick.split(None, 1)[1] == \
         "Quickstart: U-Net on a tiny timm encoder over the embedded synthetic scenes."
+    long = next(ln for ln in lines if ln.startswith("ablation_camvid "))  # a header of several lines
+    assert long.split(None, 1)[1].startswith("Decoder ablation on CamVid (11 classes)")
+    assert long.endswith(" ...") and len(long.split(None, 1)[1]) <= 100
 
 
 def test_segzoo_dispatches_and_names_unknown_commands(capsys):

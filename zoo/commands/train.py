@@ -37,16 +37,22 @@ def parser(prog=None) -> argparse.ArgumentParser:
     return p
 
 
-def list_recipes() -> str:
-    """One line per packaged recipe: its name and the first line of its header comment."""
+def list_recipes(width: int = 100) -> str:
+    """One line per packaged recipe: its name and the first sentence of its header comment."""
+    import re
+    import textwrap
     from zoo.packaged import packaged_recipes
     rows = []
     for name, path in packaged_recipes().items():
-        first = path.read_text(encoding="utf-8").splitlines()[:1]
-        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        rows.append((name, about))
-    width = max((len(n) for n, _ in rows), default=0)
-    return "\n".join(f"{n:{width}s}  {a}".rstrip() for n, a in rows)
+        header = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        sentence = re.split(r"(?<=\.)\s", " ".join(header), maxsplit=1)[0]
+        rows.append((name, textwrap.shorten(sentence, width, placeholder=" ...") if sentence else ""))
+    pad = max((len(n) for n, _ in rows), default=0)
+    return "\n".join(f"{n:{pad}s}  {a}".rstrip() for n, a in rows)
 
 
 def main(argv=None, prog=None):
