@@ -128,5 +128,7 @@ def test_resume_command_names_the_command_that_started_the_run(monkeypatch):
         "segzoo train quickstart train.iters=5 --name q"
     monkeypatch.setattr(sys, "argv", ["tools/train.py"])
     assert rundir.resume_command("r.yaml", run_dir="runs/x") == "python tools/train.py r.yaml --run-dir runs/x"
+    monkeypatch.setattr(sys, "argv", ["/env/lib/site-packages/zoo/__main__.py"])
+    assert rundir.resume_command("quickstart") == "python -m zoo train quickstart"
     monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest"])  # neither: the checkout's entry point
     assert rundir.resume_command("r.yaml") == "python tools/train.py r.yaml"

@@ -81,6 +81,8 @@ def resume_command(recipe_path, overrides=(), *, run_dir=None, name=None) -> str
     script = sys.argv[0] if sys.argv else ""
     if Path(script).name == "segzoo":  # the installed command line
         words = ["segzoo", "train"]
+    elif Path(script).parts[-2:] == ("zoo", "__main__.py"):
+        words = ["python", "-m", "zoo", "train"]
     else:
         words = ["python", script if script.endswith("train.py") else "tools/train.py"]
     words += [str(recipe_path), *map(str, overrides)]
