@@ -139,13 +139,15 @@ def test_aux_head_is_trained_when_weighted():
 
 
 def test_unet_breakdown_parts():
+    """scripts/unet_breakdown.py: the one-off part-by-part comparison, outside the package."""
+    script = runpy.run_path(str(TOOLS.parent / "scripts" / "unet_breakdown.py"), run_name="breakdown")
     s = spec("unet", "nearest")
     s.size = (32, 32)
-    rows = bench.unet_breakdown(s, iters=1)
+    rows = script["unet_breakdown"](s, iters=1)
     parts = [r["part"] for r in rows]
     assert parts[0] == "encoder" and parts[-1] == "classifier"
     assert "stage 4" in parts and "stage 4 upsampler" in parts
     for r in rows:
         assert r["zoo_ms"] > 0 and r["zoo_gflops"] >= 0
         assert ("smp_ms" in r) == (not r["part"].endswith("upsampler"))
-    assert "| stage 0 |" in bench.format_breakdown(rows)
+    assert "| stage 0 |" in script["format_breakdown"](rows)

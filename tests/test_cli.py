@@ -1,4 +1,4 @@
-"""One-line errors from the command lines (`zoo.cli.run`), in-process: a device
+"""One-line errors from the command lines (`zoo.commands.errors.run`), in-process: a device
 the machine lacks, errors raised in DataLoader workers, damaged checkpoints."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.cli import run
+from zoo.commands.errors import run
 from zoo.data.base import DataError
 
 

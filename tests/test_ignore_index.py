@@ -10,6 +10,7 @@ import pytest
 
 import zoo.data
 import zoo.data.transforms
+from zoo.data import make_dataset
 from zoo.data.base import SegDataset
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import trainer as T
@@ -62,15 +63,15 @@ def test_training_uses_the_datasets_ignore_index(sevens, tmp_path):
 
 
 def test_padding_fills_with_the_ignore_index(sevens):
-    mask = T.make_dataset(_recipe().data, "train", train=True)[0]["mask"]
+    mask = make_dataset(_recipe().data, "train", train=True)[0]["mask"]
     assert mask.shape == (96, 96)
     assert set(mask.unique().tolist()) <= {0, 1, 2, 7} and (mask == 7).sum() >= 96 * 96 - 80 * 80
 
 
 def test_recipe_ignore_index_relabels_the_datasets_own(sevens):
     recipe = _recipe(ignore_index=0)  # e.g. the "left" class left out of loss and metrics
-    train = T.make_dataset(recipe.data, "train", train=True)
-    val = T.make_dataset(recipe.data, "val", train=False)
+    train = make_dataset(recipe.data, "train", train=True)
+    val = make_dataset(recipe.data, "val", train=False)
     assert train.ignore_index == val.ignore_index == 0
     mask = val[0]["mask"]
     assert mask[:UNLABELLED_ROWS].eq(0).all() and set(mask.unique().tolist()) == {0, 1, 2}

@@ -45,7 +45,7 @@ def published(trained, tmp_path_factory):
 
 
 def _val(run_dir):
-    from zoo.engine.data import make_dataset
+    from zoo.data import make_dataset
     from zoo.recipe import load_recipe
     recipe = load_recipe(run_dir / "recipe.yaml")
     return make_dataset(recipe.data, recipe.data.val_split, train=False)
@@ -153,7 +153,7 @@ def test_eval_tool_on_a_published_folder(trained, published, capsys):
 
 
 def test_eval_tool_names_what_a_folder_without_recipe_lacks(trained, tmp_path, capsys):
-    from zoo.cli import run
+    from zoo.commands.errors import run
     from zoo.engine.runs import evaluate_run
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from zoo.cli import run
+from zoo.commands.errors import run
 from zoo.engine import rundir
 from zoo.engine.trainer import Trainer, train_from_files
 
@@ -119,3 +120,15 @@ def test_print_recipe_shows_overrides_and_defaults(recipe, capsys):
     assert printed["train"]["momentum"] == 0.9  # a default the file does not set
     assert printed["model"]["decoder_channels"] == [8, 8, 8, 8, 8]
     assert not os.path.exists("runs")
+
+
+def test_resume_command_names_the_command_that_started_the_run(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/env/bin/segzoo", "train", "quickstart"])
+    assert rundir.resume_command("quickstart", ["train.iters=5"], name="q") == \
+        "segzoo train quickstart train.iters=5 --name q"
+    monkeypatch.setattr(sys, "argv", ["tools/train.py"])
+    assert rundir.resume_command("r.yaml", run_dir="runs/x") == "python tools/train.py r.yaml --run-dir runs/x"
+    monkeypatch.setattr(sys, "argv", ["/env/lib/site-packages/zoo/__main__.py"])
+    assert rundir.resume_command("quickstart") == "python -m zoo train quickstart"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest"])  # neither: the checkout's entry point
+    assert rundir.resume_command("r.yaml") == "python tools/train.py r.yaml"

@@ -1,40 +1,5 @@
-"""Run a decoder ablation grid and write its report.
-
-    python tools/ablate.py recipes/ablation_quickstart.yaml --out reports/quick
-    python tools/ablate.py recipes/ablation_camvid.yaml --out reports/camvid_upsamplers --devices cuda:0,cuda:1
-    python tools/ablate.py recipes/ablation_camvid_cpu.yaml --out reports/camvid_cpu --report-only
-
-Each cell trains into <out>/runs/<arch>-<encoder>-<upsampler>-s<seed>/ (an
-ordinary run folder). Running the same command again skips finished cells and
-resumes a killed one. Overrides (key.path=value, YAML values) apply to every
-cell, e.g. --override train.iters=4; report.* ones to the report settings,
-e.g. --override report.num_images=2.
-"""
-import argparse
-import shlex
-import sys
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ablation", help="ablation YAML file (base recipe + grid)")
-    p.add_argument("--out", required=True, help="report folder; runs go to <out>/runs/")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every cell's recipe, or report.* (repeatable)")
-    p.add_argument("--jobs", type=int, default=1, help="cells trained side by side (default 1)")
-    p.add_argument("--devices", default=None,
-                   help="comma-separated devices handed out to the jobs, e.g. cuda:0,cuda:1")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from the run folders")
-    p.add_argument("--measure-device", default="auto", help="device for latency and checkerboard")
-    args = p.parse_args(argv)
-
-    from zoo.ablate import ablate
-    from zoo.cli import run
-    command = "python tools/ablate.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    run(ablate, args.ablation, args.out, overrides=args.override, jobs=args.jobs,
-        devices=args.devices.split(",") if args.devices else None, report_only=args.report_only,
-        measure_device=args.measure_device, command=command)
-
+"""`python tools/ablate.py ...` is `segzoo ablate ...`: see zoo/commands/ablate.py."""
+from zoo.commands.ablate import main
 
 if __name__ == "__main__":
     main()

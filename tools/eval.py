@@ -1,45 +1,5 @@
-"""Evaluate a trained model, by default with the protocol stored with its weights.
-
-    python tools/eval.py runs/unet_ps
-    python tools/eval.py runs/unet_ps --split val --mode slide --crop-size 360 480
-    python tools/eval.py runs/pspnet_voc --scales 0.75 1.0 1.25 --flip
-    python tools/eval.py dist/unet_resnet18_camvid --data-root /data/camvid   # a published folder
-
-The model is a run folder, a published folder (its config.json carries the
-recipe) or a zoo entry's name; the dataset is the recipe's.
-"""
-import argparse
-import json
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="run folder, published folder (or its URL) or zoo entry name")
-    p.add_argument("--split", default=None, help="dataset split (default: the recipe's val split)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--mode", choices=["whole", "slide"], default=None)
-    p.add_argument("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--scales", type=float, nargs="+", default=None)
-    p.add_argument("--flip", action="store_true", default=None)
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data.root)")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-
-    from zoo.cli import run
-    from zoo.engine.runs import evaluate_run
-    result = run(evaluate_run, args.model, split=args.split, pointer=args.checkpoint,
-                 device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
-                 scales=args.scales, flip=args.flip, max_images=args.max_images,
-                 data_root=args.data_root)
-    headline = {k: round(result[k], 4) for k in ("mIoU", "pixel_acc", "mean_acc", "boundary_iou",
-                                                  "trimap_miou")}
-    print(json.dumps({**headline, "protocol": result["protocol"],
-                      "boundary_params": result["boundary_params"],
-                      "per_class_iou": result["per_class_iou"],
-                      "per_class_boundary_iou": result["per_class_boundary_iou"]}, indent=1))
-
+"""`python tools/eval.py ...` is `segzoo eval ...`: see zoo/commands/eval.py."""
+from zoo.commands.eval import main
 
 if __name__ == "__main__":
     main()

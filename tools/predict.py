@@ -1,32 +1,5 @@
-"""Predict masks for images with a trained model, as its evaluation reads them
-(the recipe's validation transforms and the stored protocol; masks at each
-image's own size).
-
-    python tools/predict.py runs/unet_ps photos/*.jpg --out preds/
-    python tools/predict.py dist/unet_resnet18_camvid photos/ --out preds/     # a published folder, a folder of images
-    python tools/predict.py unet_resnet18_camvid frame.png --out preds/        # a zoo entry
-
-Writes <stem>_mask.png (palette PNG: pixel values are class ids) and
-<stem>_overlay.png (the prediction over the photo) for each image.
-"""
-import argparse
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="run folder, published folder (or its URL) or zoo entry name")
-    p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", required=True)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="of a run folder")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-
-    from zoo.cli import run
-    from zoo.infer import predict_files
-    paths = run(predict_files, args.model, args.images, args.out, pointer=args.checkpoint,
-                device=args.device)
-    print(f"wrote {len(paths)} files to {args.out}")
-
+"""`python tools/predict.py ...` is `segzoo predict ...`: see zoo/commands/predict.py."""
+from zoo.commands.predict import main
 
 if __name__ == "__main__":
     main()

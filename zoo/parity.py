@@ -21,7 +21,6 @@ random `crop`s plus horizontal flips for training, val frames resized to
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path

@@ -7,11 +7,12 @@ own; a recipe user wants `key 'train.class_weights[1]': expected float, got str
 This module walks the location through the schema to find the key path and the
 annotation there, and words the first problem the same way for every section.
 """
-import difflib
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+from zoo.names import close_matches
 
 
 class RecipeError(ValueError):
@@ -36,7 +37,7 @@ def join(parent: str, key) -> str:
 
 
 def unknown_key(parent: str, key, allowed: list[str]) -> RecipeError:
-    close = difflib.get_close_matches(str(key), allowed, n=3, cutoff=0.6)
+    close = close_matches(key, allowed, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(join(parent, c)) for c in close)}?)" if close else ""
     what = f"key '{join(parent, key)}'" if parent else f"section '{key}'"
     order = close + [a for a in allowed if a not in close]

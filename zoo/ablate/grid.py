@@ -31,12 +31,11 @@ names, tables and plots lists the options: `pixelshuffle-icnr_off`,
 Running is resumable: a cell whose `eval.json` exists is finished and skipped;
 any other is trained with `resume=True`, which continues a killed cell from
 its last checkpoint. With several jobs, cells run side by side as
-`tools/train.py` subprocesses, one per device slot.
+`python -m zoo.commands.train` subprocesses, one per device slot.
 """
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import queue
 import re
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from zoo.names import did_you_mean
 from zoo.recipe import (Recipe, RecipeError, RecipeLoader, load_recipe, parse_override, recipe_from_dict,
                         recipe_to_dict, save_recipe)
 
@@ -98,8 +98,8 @@ class Ablation:
 
 def _unknown(source, parent: str, key, allowed) -> AblationError:
     path = f"{parent}.{key}" if parent else str(key)
-    close = difflib.get_close_matches(str(key), list(allowed), n=2, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(key, allowed, n=2, cutoff=0.6, joiner=" or ", quote=True)
+    hint = f" ({hint})" if hint else ""
     return AblationError(f"{source}: unknown key '{path}'{hint}; allowed: {', '.join(allowed)}")
 
 
@@ -324,7 +324,7 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, l
     """Train every unfinished cell; returns the names of cells that failed.
 
     jobs=1 without devices trains in this process, one cell after another.
-    Otherwise each cell is a `tools/train.py` subprocess; `devices`
+    Otherwise each cell is a `python -m zoo.commands.train` subprocess; `devices`
     (e.g. ["cuda:0", "cuda:1"]) are handed out round-robin to `jobs` slots.
     """
     todo = []
@@ -367,8 +367,10 @@ def _train_here(cells, out, device, log) -> list[str]:
     return failed
 
 
-def train_script() -> Path:
-    return Path(__file__).resolve().parents[2] / "tools" / "train.py"
+def train_command(recipe: Path, run_dir: Path) -> list[str]:
+    """The subprocess that trains one cell: the installed package's own train
+    command, so a grid runs wherever `zoo` imports (no checkout needed)."""
+    return [sys.executable, "-m", "zoo.commands.train", str(recipe), "--run-dir", str(run_dir)]
 
 
 def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
@@ -385,7 +387,7 @@ def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
                 return True
             recipe = _with_device(cell.recipe, device) if device else cell.recipe
             save_recipe(recipe, path / "recipe.yaml")
-            cmd = [sys.executable, str(train_script()), str(path / "recipe.yaml"), "--run-dir", str(path)]
+            cmd = train_command(path / "recipe.yaml", path)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads_each)}
             log(f"[ablate] train {cell.name} on {device or 'the default device'} -> {path}")
             with open(path / "train.log", "a") as f:

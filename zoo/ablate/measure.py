@@ -89,7 +89,7 @@ def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dic
     """The report's numbers for one finished run folder (see the module docstring)."""
     from decoders.artifacts import checkerboard_energy
     from zoo.engine.runs import load_run
-    from zoo.engine.trainer import make_dataset
+    from zoo.data import make_dataset
     from zoo.profile import count_flops, count_params
 
     run_dir = Path(run_dir)

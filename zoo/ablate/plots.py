@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.base import IGNORE_INDEX
+
 DPI = 100
 
 
@@ -209,7 +211,7 @@ def crop_window(truth: np.ndarray, thin_ids, size: tuple[int, int]) -> tuple[int
 
 
 def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title: str,
-                ignore_index: int = 255, classes=None) -> Path:
+                ignore_index: int = IGNORE_INDEX, classes=None) -> Path:
     """`columns`: [(label, [prediction (H, W) per image])]; `images` and `truth`
     are lists too (sizes may differ). Each image gets a row and a zoom row; with
     `classes`, a legend of their colours runs under the grid."""

@@ -2,15 +2,15 @@
 
 `build_dataset(name, root, split, transform=None, **options)` builds any of
 `DATASETS`; every dataset is a `SegDataset` (see `zoo.data.base`) yielding
-train ids 0..K-1 with 255 = ignore. `build_transform` (albumentations, imported
-lazily) makes the matching augmentation pipelines.
+train ids 0..K-1 with `IGNORE_INDEX` (255) = ignore. `build_transform` (albumentations, imported
+lazily) makes the matching augmentation pipelines; `make_dataset` builds
+both from a recipe's `data` section.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, DataError, SegDataset
+from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataError, SegDataset, resolve_root
 from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .coco import COCOSegmentation
@@ -38,9 +38,10 @@ def dataset_options(name: str) -> list[str]:
 
 def _dataset_class(name: str) -> type[SegDataset]:
     if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=3, cutoff=0.4)
+        from zoo.names import did_you_mean
+        hint = did_you_mean(name, DATASETS)
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
-                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+                         + (f" ({hint})" if hint else ""))
     return DATASETS[name]
 
 
@@ -54,8 +55,26 @@ def build_dataset(name: str, root, split: str, transform=None, **options) -> Seg
     return cls(root, split, transform, **options)
 
 
+def make_dataset(data, split: str, train: bool):
+    """The recipe's dataset for `split` with its transform, its root resolved
+    (`resolve_root`: the current folder or $ZOO_DATA). Its `ignore_index` is
+    `data.ignore_index` when set, else the dataset's own; the transform pads
+    crops with it and relabels the dataset's own unlabelled value to it."""
+    dataset = build_dataset(data.dataset, resolve_root(data.root), split, **data.options)
+    native = dataset.ignore_index
+    if data.ignore_index is not None:
+        dataset.ignore_index = data.ignore_index
+    entries = data.train_transforms if train else data.val_transforms
+    dataset.transform = build_transform(entries, train=train, family=data.dataset,
+                                        crop_size=tuple(data.crop_size) if data.crop_size else None,
+                                        mean=data.mean, std=data.std, ignore_index=dataset.ignore_index,
+                                        relabel={native: dataset.ignore_index})
+    return dataset
+
+
 __all__ = [
-    "DATASETS", "build_dataset", "dataset_options", "build_transform", "SegDataset", "DataError",
+    "DATASETS", "build_dataset", "dataset_options", "build_transform", "make_dataset", "IGNORE_INDEX",
+    "SegDataset", "DataError",
     "VOCSegmentation", "Cityscapes", "CamVid", "COCOSegmentation", "FolderDataset", "SyntheticScenes",
     "colorize", "make_palette", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir, require_file
+from .base import (IGNORE_INDEX, SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir,
+                   require_file)
 from .palettes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
 
 LAYOUT = "{split}.txt listing '<split>/<name>.png <split>annot/<name>.png' pairs relative to root"
-_LUT = make_lut({**{k: k for k in range(11)}, CAMVID_VOID: 255})
+_LUT = make_lut({**{k: k for k in range(11)}, CAMVID_VOID: IGNORE_INDEX})
 
 
 class CamVid(SegDataset):

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir
+from .base import IGNORE_INDEX, SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_NUM_IDS, CITYSCAPES_PALETTE
 
-_ID_LUT = make_lut({i: CITYSCAPES_ID_TO_TRAINID.get(i, 255) for i in range(CITYSCAPES_NUM_IDS)})
-_TRAINID_LUT = make_lut({**{k: k for k in range(19)}, 255: 255})
+_ID_LUT = make_lut({i: CITYSCAPES_ID_TO_TRAINID.get(i, IGNORE_INDEX) for i in range(CITYSCAPES_NUM_IDS)})
+_TRAINID_LUT = make_lut({**{k: k for k in range(19)}, 255: IGNORE_INDEX})
 _SUFFIX = "_leftImg8bit.png"
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, SegDataset, read_image, require_all_exist, require_dir
+from .base import IGNORE_INDEX, DataError, SegDataset, read_image, require_all_exist, require_dir
 from .palettes import make_palette
 
 
@@ -102,14 +102,14 @@ class COCOSegmentation(SegDataset):
             bad = sorted(k for k in table.values() if not 0 <= k <= 255)
             if unknown or bad:
                 raise ValueError(f"category_map: unknown category id(s) {unknown}, invalid class index(es) {bad}")
-        num = max([k for k in table.values() if k != 255], default=0) + 1
+        num = max([k for k in table.values() if k != IGNORE_INDEX], default=0) + 1
         if classes is not None:
             if len(classes) != num:
                 raise ValueError(f"classes has {len(classes)} names but the category map gives {num} classes")
             return table, tuple(classes)
         names = [[] for _ in range(num)]
         for c in cats:
-            if table.get(c["id"], 255) != 255:
+            if table.get(c["id"], IGNORE_INDEX) != IGNORE_INDEX:
                 names[table[c["id"]]].append(c["name"])
         return table, tuple("+".join(n) if n else ("background" if k == 0 else f"class_{k}")
                             for k, n in enumerate(names))
@@ -144,5 +144,5 @@ class COCOSegmentation(SegDataset):
             if region.shape != (h, w):
                 raise DataError(f"{self.annotation_file}: annotation id {ann.get('id')} of image {path.name} is "
                                 f"{region.shape[1]}x{region.shape[0]} (WxH), image is {w}x{h}")
-            mask[region.astype(bool)] = 255 if ann.get("iscrowd") else cls
+            mask[region.astype(bool)] = IGNORE_INDEX if ann.get("iscrowd") else cls
         return image, mask, path.stem

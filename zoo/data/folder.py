@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (IMAGE_SUFFIXES, DataError, SegDataset, make_lut, read_label, remap_labels, require_all_exist,
-                   require_dir, require_file)
+from .base import (IGNORE_INDEX, IMAGE_SUFFIXES, DataError, SegDataset, make_lut, read_label, remap_labels,
+                   require_all_exist, require_dir, require_file)
 from .palettes import make_palette
 
 
@@ -70,7 +70,8 @@ class FolderDataset(SegDataset):
         if self.colour_masks and label.ndim == 3:
             return self._decode_colours(label[..., :3], path)
         k = len(self.classes)
-        return remap_labels(label, make_lut({**{i: i for i in range(k)}, 255: 255}), path, f"0..{k - 1} or 255")
+        lut = make_lut({**{i: i for i in range(k)}, 255: IGNORE_INDEX})
+        return remap_labels(label, lut, path, f"0..{k - 1} or 255")
 
     def _decode_colours(self, rgb: np.ndarray, path) -> np.ndarray:
         codes, pal = _rgb_code(rgb), _rgb_code(self.palette)

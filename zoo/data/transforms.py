@@ -21,11 +21,12 @@ albumentations is imported inside the functions: it takes seconds to import.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 
 import numpy as np
+
+from zoo.names import did_you_mean
 
 from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
@@ -55,9 +56,8 @@ def make_transform(entry: dict):
     name, params = entry["name"], dict(entry.get("params") or {})
     names = transform_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
-        raise ValueError(f"unknown albumentations transform {name!r}{hint}")
+        hint = did_you_mean(name, names, n=5, cutoff=0.5) or f"known: {', '.join(names)}"
+        raise ValueError(f"unknown albumentations transform {name!r}; {hint}")
     cls = getattr(A, name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = sorted(set(params) - accepted)
@@ -76,9 +76,9 @@ def make_transform(entry: dict):
 
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
-        close = difflib.get_close_matches(family, FAMILIES, n=3, cutoff=0.4)
+        hint = did_you_mean(family, FAMILIES)
         raise ValueError(f"unknown dataset family {family!r}; known: {', '.join(FAMILIES)}"
-                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+                         + (f" ({hint})" if hint else ""))
 
 
 def default_train_entries(family: str, crop_size: tuple[int, int] | None,

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir, require_file
+from .base import (IGNORE_INDEX, SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir,
+                   require_file)
 from .palettes import VOC_CLASSES, VOC_PALETTE
 
 LAYOUT = ("VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/<split>.txt}"
           " (+ SegmentationClassAug/*.png, ImageSets/Segmentation/train_aug.txt for train_aug)")
-_LUT = make_lut({**{k: k for k in range(21)}, 255: 255})
+_LUT = make_lut({**{k: k for k in range(21)}, 255: IGNORE_INDEX})
 
 
 def _find_voc_root(root: Path) -> Path:

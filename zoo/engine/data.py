@@ -2,8 +2,8 @@
 
 `StreamSampler` and `SeededSamples` make the training batches a pure
 function of (seed, samples already seen), so a resumed run draws exactly the
-batches and augmentations the uninterrupted one would have; `make_dataset`
-builds a recipe's dataset and transform; `val_loader` shards evaluation.
+batches and augmentations the uninterrupted one would have; `val_loader`
+shards evaluation. A recipe's dataset comes from `zoo.data.make_dataset`.
 """
 from __future__ import annotations
 
@@ -69,25 +69,6 @@ class SeededSamples(Dataset):
         transform.set_random_seed(int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0]))
         out = transform(image=image, mask=mask)
         return {"image": out["image"], "mask": out["mask"].long(), "name": name}
-
-
-def make_dataset(data, split: str, train: bool):
-    """The recipe's dataset for `split` with its transform, its root resolved
-    (`zoo.data.base.resolve_root`: the current folder or $ZOO_DATA). Its `ignore_index` is
-    `data.ignore_index` when set, else the dataset's own; the transform pads
-    crops with it and relabels the dataset's own unlabelled value to it."""
-    from zoo.data import build_dataset, build_transform
-    from zoo.data.base import resolve_root
-    dataset = build_dataset(data.dataset, resolve_root(data.root), split, **data.options)
-    native = dataset.ignore_index
-    if data.ignore_index is not None:
-        dataset.ignore_index = data.ignore_index
-    entries = data.train_transforms if train else data.val_transforms
-    dataset.transform = build_transform(entries, train=train, family=data.dataset,
-                                        crop_size=tuple(data.crop_size) if data.crop_size else None,
-                                        mean=data.mean, std=data.std, ignore_index=dataset.ignore_index,
-                                        relabel={native: dataset.ignore_index})
-    return dataset
 
 
 def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:

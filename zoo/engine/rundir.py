@@ -78,8 +78,14 @@ def pick_run_dir(recipe_path, overrides=(), *, run_dir=None, name=None, resume=F
 
 def resume_command(recipe_path, overrides=(), *, run_dir=None, name=None) -> str:
     """The command line that continues this run (the same one, minus --fresh)."""
-    tool = sys.argv[0] if sys.argv and sys.argv[0].endswith("train.py") else "tools/train.py"
-    words = ["python", tool, str(recipe_path), *map(str, overrides)]
+    script = sys.argv[0] if sys.argv else ""
+    if Path(script).name == "segzoo":  # the installed command line
+        words = ["segzoo", "train"]
+    elif Path(script).parts[-2:] == ("zoo", "__main__.py"):
+        words = ["python", "-m", "zoo", "train"]
+    else:
+        words = ["python", script if script.endswith("train.py") else "tools/train.py"]
+    words += [str(recipe_path), *map(str, overrides)]
     if run_dir is not None:
         words += ["--run-dir", str(run_dir)]
     elif name:

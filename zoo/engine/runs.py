@@ -41,7 +41,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     recipe's `data.root`. A run folder gets `eval-<split>-<mode>.json`."""
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
-    from zoo.engine.data import make_dataset
+    from zoo.data import make_dataset
     from zoo.sources import load_source, require_recipe
     dev = device_for(device, what="--device")
     src = load_source(source, pointer=pointer, device=dev)

@@ -33,14 +33,16 @@ from torch.utils.data import DataLoader
 
 from zoo.engine import checkpoint as ckpt
 from zoo.engine import distributed as D
-from zoo.engine.data import SeededSamples, StreamSampler, make_dataset, val_loader
+from zoo.data import make_dataset
+from zoo.engine.data import SeededSamples, StreamSampler, val_loader
+from zoo.engine.runtime import resolve_speed
+from zoo.engine.visualize import write_pictures
 from zoo.engine.reproduce import (determinism_record, rng_state, seed_everything, set_rng_state,
                                   watch_nondeterministic)
 from zoo.fileio import atomic_write_json
 from zoo.recipe import Recipe, recipe_to_dict, save_recipe
 
-__all__ = ["Trainer", "TrainingError", "train", "train_from_files", "make_dataset", "val_loader",
-           "StreamSampler", "SeededSamples", "seed_everything", "rng_state", "set_rng_state"]
+__all__ = ["Trainer", "TrainingError", "train", "train_from_files", "build_model", "build_criterion"]
 
 
 class TrainingError(RuntimeError):
@@ -48,19 +50,6 @@ class TrainingError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- setup
-
-def resolve_speed(train_cfg, device: torch.device) -> dict:
-    """`auto` settings: bf16 autocast and channels_last on CUDA, off on CPU
-    (where both slow convolutions down); torch.compile only when asked."""
-    cuda = device.type == "cuda"
-    amp = train_cfg.amp
-    if amp == "auto":
-        amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "off"
-    if amp != "off" and not cuda and amp == "fp16":
-        raise ValueError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
-    channels_last = train_cfg.channels_last == "on" or (train_cfg.channels_last == "auto" and cuda)
-    return {"amp": amp, "channels_last": channels_last, "compile": train_cfg.compile == "on"}
-
 
 def build_model(recipe: Recipe, dataset) -> nn.Module:
     import zoo
@@ -322,31 +311,6 @@ def _headline(result: dict | None) -> dict:
     return {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou") if k in result}
 
 
-@torch.no_grad()
-def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
-                   protocol: dict | None = None) -> list[Path]:
-    """Prediction overlays for the first val images and the confusion matrix."""
-    from zoo.engine.visualize import confusion_png, run_picture, save_png
-    from zoo.infer import frame_scores
-    protocol = protocol or {}
-    model.eval()
-    paths = []
-    for i in range(min(num_images, len(dataset))):
-        image, mask, name = dataset.load(i)
-        # load() gives the format's unlabelled value; the run may ignore another (make_dataset).
-        mask = np.where(mask == type(dataset).ignore_index, dataset.ignore_index, mask)
-        x = dataset[i]["image"][None].to(device)
-        # As zoo.predict reads an image: the eval protocol, scores resized to the frame.
-        pred = frame_scores(model, x, mask.shape, protocol, len(classes)).argmax(1)[0]
-        pred = pred.cpu().numpy().astype(np.uint8)
-        panel = run_picture(image, mask, pred, dataset.palette, classes, dataset.ignore_index)
-        paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
-    if "confusion" in result:
-        paths.append(confusion_png(result["confusion"], classes, Path(out_dir) / "confusion.png",
-                                   title=f"val mIoU {result['mIoU']:.3f}"))
-    return paths
-
-
 def train(recipe: Recipe, run_dir: Path, *, resume: bool = True) -> dict:
     trainer = Trainer(recipe, run_dir, resume=resume)
     try:
@@ -361,12 +325,14 @@ class Interrupted(KeyboardInterrupt):
 
 def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False, *,
                      name: str | None = None, fresh: bool = False) -> dict:
-    """What `tools/train.py` does: load and check the recipe, pick the run folder
-    (`zoo/engine/rundir.py`: the same command names the same folder, so running it
-    again resumes), train, and print the final metrics."""
+    """What `segzoo train` does: load and check the recipe (a file, or a packaged
+    recipe's name: `zoo/packaged.py`), pick the run folder (`zoo/engine/rundir.py`:
+    the same command names the same folder, so running it again resumes), train,
+    and print the final metrics."""
     from zoo.engine import rundir
+    from zoo.packaged import find_recipe
     from zoo.recipe import load_recipe
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(find_recipe(recipe_path), overrides)
     folder = rundir.pick_run_dir(recipe_path, overrides, run_dir=run_dir, name=name, resume=resume,
                                  fresh=fresh)
     try:

@@ -1,11 +1,12 @@
 """Pictures a person looks at: prediction overlays in the dataset's palette,
 titled and with a legend of the classes shown, and a row-normalised confusion
-matrix."""
+matrix; `write_pictures` draws those of a finished run."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from zoo.data.base import IGNORE_INDEX
 from zoo.data.palettes import colorize
@@ -127,3 +128,27 @@ def confusion_png(matrix, class_names, path: Path, title: str = "") -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+@torch.no_grad()
+def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
+                   protocol: dict | None = None) -> list[Path]:
+    """Prediction overlays for the first val images and the confusion matrix."""
+    from zoo.infer import frame_scores
+    protocol = protocol or {}
+    model.eval()
+    paths = []
+    for i in range(min(num_images, len(dataset))):
+        image, mask, name = dataset.load(i)
+        # load() gives the format's unlabelled value; the run may ignore another (make_dataset).
+        mask = np.where(mask == type(dataset).ignore_index, dataset.ignore_index, mask)
+        x = dataset[i]["image"][None].to(device)
+        # As zoo.predict reads an image: the eval protocol, scores resized to the frame.
+        pred = frame_scores(model, x, mask.shape, protocol, len(classes)).argmax(1)[0]
+        pred = pred.cpu().numpy().astype(np.uint8)
+        panel = run_picture(image, mask, pred, dataset.palette, classes, dataset.ignore_index)
+        paths.append(save_png(panel, Path(out_dir) / f"{i:02d}_{name}.png"))
+    if "confusion" in result:
+        paths.append(confusion_png(result["confusion"], classes, Path(out_dir) / "confusion.png",
+                                   title=f"val mIoU {result['mIoU']:.3f}"))
+    return paths

@@ -1,0 +1,103 @@
+"""Training and inference throughput, peak memory, parameters and GFLOPs of zoo models,
+optionally beside the matching segmentation_models_pytorch model (zoo/bench.py).
+
+    segzoo benchmark --arch unet --encoder resnet18 --upsample nearest \\
+        --size 256 256 --batch 4 --threads 2 --against smp --json runs/bench.json
+    segzoo benchmark --arch unet pspnet --upsample bilinear transposed   # a grid
+    segzoo benchmark --device cuda --recipe-defaults --against smp --smp-eager-fp32
+    segzoo benchmark --learning --arch unet pspnet --data ../shared/data/camvid \
+        --seeds 0 1 --learning-iters 500 --out runs/parity    # zoo vs smp, one sample stream
+"""
+import argparse
+
+
+def parse(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", nargs="+", default=["unet"])
+    p.add_argument("--encoder", nargs="+", default=["resnet18"])
+    p.add_argument("--upsample", nargs="+", default=["nearest"])
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--arg", action="append", default=[], metavar="K=V",
+                   help="extra zoo.create argument, value read as YAML (repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--recipe-defaults", action="store_true",
+                   help="precision and layout as a recipe's 'auto' settings resolve on this device")
+    p.add_argument("--aux-weight", type=float, default=0.0, help="train the auxiliary head too")
+    p.add_argument("--iters", type=int, default=10, help="timed steps per model and mode")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1, help="models take turns this many times")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--against", choices=["smp"], default=None)
+    p.add_argument("--smp-eager-fp32", action="store_true",
+                   help="time smp in eager fp32 whatever the zoo settings")
+    p.add_argument("--json", default=None, metavar="PATH", help="write {'meta', 'rows'} here")
+    g = p.add_argument_group("learning parity (--learning): zoo vs smp trained on one sample stream")
+    g.add_argument("--learning", action="store_true",
+                   help="train each --arch (unet, pspnet) beside its smp counterpart (zoo/parity.py)")
+    g.add_argument("--data", default=None, metavar="ROOT",
+                   help="CamVid root (SegNet layout); default: the embedded synthetic scenes")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    g.add_argument("--learning-iters", type=int, default=500)
+    g.add_argument("--learning-batch", type=int, default=8)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--frame", type=int, nargs=2, default=[180, 240], metavar=("H", "W"))
+    g.add_argument("--crop", type=int, nargs=2, default=[176, 224], metavar=("H", "W"))
+    g.add_argument("--out", default="runs/parity", help="JSON and loss-curve plot go here")
+    g.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="merge reports of the same benchmark run with different seeds (one process "
+                        "per seed) into one, written to --out")
+    return p.parse_args(argv)
+
+
+def learning(args):
+    from zoo.bench import parse_model_args
+    from zoo.parity import format_summary, run_parity, write
+    if args.combine:
+        import json
+        from zoo.parity import combine
+        report = combine([json.loads(open(path).read()) for path in args.combine])
+        print(format_summary(report))
+        for path in write(report, args.out):
+            print(f"wrote {path}")
+        return
+    zoo_args = parse_model_args(args.arg)
+    for arch in args.arch:
+        for encoder in args.encoder:
+            report = run_parity(arch, encoder=encoder, root=args.data, seeds=tuple(args.seeds),
+                                iters=args.learning_iters, batch=args.learning_batch, lr=args.lr,
+                                frame=tuple(args.frame), crop=tuple(args.crop), device=args.device,
+                                zoo_args=zoo_args)
+            print(format_summary(report))
+            for path in write(report, args.out):
+                print(f"wrote {path}")
+
+
+def main(argv=None, prog=None):
+    args = parse(argv, prog)
+    import torch
+    from zoo.bench import grid, parse_model_args, run_grid
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.learning or args.combine:
+        return learning(args)
+    speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
+    if args.recipe_defaults:
+        from types import SimpleNamespace
+        from zoo.engine.runtime import resolve_speed
+        cfg = SimpleNamespace(amp="auto", channels_last="auto", compile="auto")
+        speed = resolve_speed(cfg, torch.device(args.device))
+    specs = grid(args.arch, args.encoder, args.upsample, parse_model_args(args.arg),
+                 size=tuple(args.size), batch=args.batch, device=args.device,
+                 num_classes=args.num_classes, aux_weight=args.aux_weight, **speed)
+    run_grid(specs, json_path=args.json, against=args.against, iters=args.iters,
+             warmup=args.warmup, rounds=args.rounds, smp_eager_fp32=args.smp_eager_fp32)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Export a model to ONNX and torch.export with dynamic height and width, checking
+parity with the eager model at two sizes (zoo/export.py).
+
+    segzoo export --model unet --arg encoder=resnet18 --arg num_classes=19 --out exported/unet
+    segzoo export --model runs/unet_camvid --out exported/unet_camvid    # a trained run
+    segzoo export --all --encoder test_resnet --out /tmp/export_grid   # every arch x upsampler
+"""
+import argparse
+import functools
+from pathlib import Path
+
+
+def parse(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="run folder, published folder, zoo entry name, or an architecture "
+                                      "name built untrained with zoo.create(name, **args)")
+    what.add_argument("--all", action="store_true", help="every architecture x upsampler, tiny heads")
+    p.add_argument("--arg", action="append", default=[], metavar="K=V",
+                   help="zoo.create argument, value read as YAML (repeatable)")
+    p.add_argument("--encoder", default="test_resnet", help="encoder of the --all grid")
+    p.add_argument("--out", default="exported")
+    p.add_argument("--formats", nargs="+", default=["onnx", "torch_export"],
+                   choices=["onnx", "torch_export"])
+    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                   help="export (example input) size")
+    p.add_argument("--check-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="second parity size, must pass (default: size + (32, 64))")
+    p.add_argument("--odd-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="probe size, reported as any_size (default: size + (33, 67))")
+    p.add_argument("--static", action="store_true", help="fixed height and width")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (max abs diff)")
+    return p.parse_args(argv)
+
+
+def export_one(args) -> dict:
+    from zoo.bench import parse_model_args
+    from zoo.export import export_model
+    from zoo.registry import builder_params
+    from zoo.sources import load_source
+    model = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg)).model
+    arch = model.config["name"]
+    name = arch if args.model == arch else Path(args.model).name
+    reports = export_model(model, args.out, args.formats, args.size, dynamic=not args.static,
+                           check_size=args.check_size, odd_size=args.odd_size, atol=args.atol, name=name)
+    default = getattr(builder_params(arch).get("upsample"), "default", "-")
+    return {"arch": arch, "upsample": model.config.get("upsample", default), **reports}
+
+
+def main(argv=None, prog=None):
+    args = parse(argv, prog)
+    from zoo.export import export_grid, format_table
+    if args.all:
+        log = functools.partial(print, flush=True)
+        rows = export_grid(args.out, encoder=args.encoder, formats=args.formats, size=args.size, log=log)
+    else:
+        from zoo.commands.errors import run
+        rows = [run(export_one, args)]
+    print(format_table(rows, args.formats))
+    failed = [f"{r['arch']}/{r['upsample']} {f}" for r in rows for f in args.formats if not r[f]["ok"]]
+    if failed:
+        print(f"\n{len(failed)} export(s) failed: {', '.join(failed)}")
+    for r in rows:  # every failed try, including those a fallback recovered from
+        for f in args.formats:
+            for attempt in r[f]["attempts"]:
+                print(f"  {r['arch']}/{r['upsample']} {f}: {attempt}")
+    return 1 if failed and not args.all else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Ship a run as a zoo entry, publish it as a folder or on the Hugging Face Hub, or
+regenerate MODEL_CARD.md's entries.
+
+    segzoo publish runs/unet_camvid --ship unet_resnet18_camvid --recipe recipes/unet_camvid_entry.yaml
+    segzoo publish runs/unet_camvid --name unet_resnet18_camvid --out dist/unet_resnet18_camvid
+    segzoo publish unet_resnet18_camvid --push-to-hub org/unet_resnet18_camvid   # a run or an entry
+    segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
+
+--ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
+docs/entries/<entry>/ pictures and the card's entries; an existing entry is replaced only
+when val mIoU improves by >= 0.02 (--force overrides). --out writes config.json and
+model.safetensors for `zoo.load(URL, sha256=...)` (the sha256 of config.json, which
+names the weights' own).
+--push-to-hub uploads config.json, model.safetensors and a README.md model card
+(HF_ENDPOINT and HF_TOKEN are honoured).
+"""
+import argparse
+from pathlib import Path
+
+
+def main(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", nargs="?", help="run folder (checkpoints/best.json, else last.json), or an "
+                                             "entry's name with --push-to-hub")
+    p.add_argument("--ship", metavar="ENTRY", help="ship the run inside the package as ENTRY")
+    p.add_argument("--recipe", default="", help="with --ship: the recipe file that reproduces the entry")
+    p.add_argument("--command", default="", help="with --ship: the training command (default: from --recipe)")
+    p.add_argument("--machine", default="", help="with --ship: where it was trained (default: this machine)")
+    p.add_argument("--eval", default=None, help="with --ship: an eval-*.json of the shipped checkpoint "
+                                                "(default: the checkpoint's own val metrics)")
+    p.add_argument("--force", action="store_true", help="with --ship: replace an entry even without a 0.02 gain")
+    p.add_argument("--weights-dir", default=None, help="with --ship: default the package's zoo/weights")
+    p.add_argument("--name", help="with --out: the entry's name, e.g. unet_resnet18_camvid")
+    p.add_argument("--out", help="folder to write")
+    p.add_argument("--url", default=None, help="where --out will be served (default: its file:// URL)")
+    p.add_argument("--push-to-hub", metavar="ORG/REPO", help="upload to the Hugging Face Hub")
+    p.add_argument("--token", default=None, help="with --push-to-hub (default: HF_TOKEN or the saved login)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repository")
+    p.add_argument("--pointer", default="best", choices=["best", "last"])
+    p.add_argument("--card", nargs="?", const="MODEL_CARD.md", metavar="PATH",
+                   help="regenerate the card's entries section (default MODEL_CARD.md); with --ship, the card to update")
+    args = p.parse_args(argv)
+    modes = [bool(args.ship), bool(args.out), bool(args.push_to_hub)]
+    if sum(modes) > 1 or (sum(modes) == 1 and not args.source) or (not any(modes) and args.card is None):
+        p.error("give SOURCE with one of --ship ENTRY, --name NAME --out DIR, --push-to-hub ORG/REPO; or --card")
+    if args.out and not args.name:
+        p.error("--out needs --name")
+
+    from zoo.commands.errors import run
+    if args.ship:
+        _ship(args, run)
+    elif args.out:
+        from zoo.publish import publish
+        from zoo.hub import sha256_of
+        e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer)
+        pin = sha256_of(Path(args.out) / "config.json")
+        print(f"wrote {args.out}: config.json, model.safetensors (sha256 {e.sha256}); "
+              f"val mIoU {_num(e.metrics.get('mIoU'))}\nload it with zoo.load(URL, sha256=\"{pin}\") "
+              f"once served at URL")
+    elif args.push_to_hub:
+        from zoo.publish import push_to_hub
+        commit, digest = run(push_to_hub, args.source, args.push_to_hub, token=args.token,
+                             private=args.private, pointer=args.pointer)
+        print(f"pushed {args.push_to_hub} at commit {commit}\n"
+              f"load it with zoo.load(\"hf-hub:{args.push_to_hub}@{commit}\", sha256=\"{digest}\")")
+    else:
+        from zoo.card import update_card
+        from zoo.entries import SHIPPED_INDEX
+        from zoo.ship import read_shipped
+        changed = run(update_card, args.card, read_shipped(SHIPPED_INDEX.parent))
+        print(f"{args.card}: {'updated' if changed else 'up to date'}")
+
+
+def _ship(args, run):
+    from zoo.ship import ship
+    s = run(ship, args.source, args.ship, weights_dir=args.weights_dir, card=args.card,
+            eval_file=args.eval, recipe_file=args.recipe, command=args.command,
+            machine_name=args.machine, force=args.force, pointer=args.pointer)
+    was = f" (replacing val mIoU {_num(s['replaced'])})" if s["replaced"] is not None else ""
+    print(f"shipped {s['entry']}: val mIoU {_num(s['mIoU'])}, pixel acc {_num(s['pixel_acc'])}{was}\n"
+          f"  {s['weights']} ({s['megabytes']:.1f} MB fp16, sha256 {s['sha256'][:16]}...), "
+          f"{s['pictures']} pictures, {s['card']} updated")
+
+
+def _num(v):
+    return "—" if v is None else f"{float(v):.4f}"
+
+
+if __name__ == "__main__":
+    main()
