@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decoders.blocks import fit_to_size
-from decoders.upsample import Upsampler, _project, register_upsampler
+from decoders.upsample import Upsampler, project, register_upsampler
 
 
 @register_upsampler("carafe")
@@ -32,7 +32,7 @@ class CarafeUpsample(Upsampler):
                                 padding=encoder_kernel // 2)
         nn.init.normal_(self.encode.weight, std=0.001)
         nn.init.zeros_(self.encode.bias)
-        self.project = _project(in_channels, out_channels)
+        self.project = project(in_channels, out_channels)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         n, _, h, w = x.shape
@@ -63,7 +63,7 @@ class DySampleUpsample(Upsampler):
         self.offset = nn.Conv2d(in_channels, 2 * self.groups * scale ** 2, 1)
         nn.init.normal_(self.offset.weight, std=0.001)
         nn.init.zeros_(self.offset.bias)
-        self.project = _project(in_channels, out_channels)
+        self.project = project(in_channels, out_channels)
         # Sub-pixel position of each of the s*s outputs relative to its source
         # pixel centre, in source pixels; channel order (xy, group, phase).
         h = (torch.arange(scale) - (scale - 1) / 2) / scale

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from decoders.blocks import ConvNormAct, EncoderOutput, FeatureInfo
-from decoders.upsample import _project, make_step
+from decoders.upsample import project, make_step
 
 
 def mirrored_widths(info: FeatureInfo, targets: list[int]) -> tuple[int, ...]:
@@ -67,7 +67,7 @@ class DeconvNetHead(nn.Module):
                 fc7=ConvNormAct(fc_channels, fc_channels, 1, **conv),
                 deconv_fc6=ConvNormAct(fc_channels, widths[0], 7, **conv)))
         else:
-            self.bottleneck = _project(c, widths[0])
+            self.bottleneck = project(c, widths[0])
         self.ups, self.blocks = nn.ModuleList(), nn.ModuleList()
         prev_r = reductions[-1]
         for k, r in enumerate(self.targets):

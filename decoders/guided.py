@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders.blocks import fit_to_size
-from decoders.upsample import Upsampler, _project, register_upsampler
+from decoders.upsample import Upsampler, project, register_upsampler
 
 
 def _grid(t: Tensor, h: int, w: int, s: int) -> Tensor:
@@ -101,8 +101,8 @@ class FadeUpsample(Upsampler):
         self.kernel_conv = nn.Conv2d(embedding, up_kernel ** 2, encoder_kernel,
                                      padding=encoder_kernel // 2)
         self.gate_conv = nn.Conv2d(in_channels, 1, 1)
-        self.project = _project(in_channels, out_channels)
-        self.align = _project(guide_channels, out_channels)
+        self.project = project(in_channels, out_channels)
+        self.align = project(guide_channels, out_channels)
         for conv in (self.compress_guide, self.compress_x):
             nn.init.xavier_uniform_(conv.weight)
         nn.init.normal_(self.kernel_conv.weight, std=0.001)
@@ -163,7 +163,7 @@ class SapaUpsample(Upsampler):
         for conv in (self.query, self.key):
             nn.init.trunc_normal_(conv.weight, std=0.02)
             nn.init.zeros_(conv.bias)
-        self.project = _project(in_channels, out_channels)
+        self.project = project(in_channels, out_channels)
 
     def weights(self, x: Tensor, guide: Tensor) -> Tensor:
         """(N, k*k, h, s, w, s) affinities; ``guide`` at s*h x s*w."""

@@ -105,7 +105,8 @@ class Project(Upsampler):
         return fit_to_size(self.proj(x), self.target(x, output_size))
 
 
-def _project(in_channels: int, out_channels: int) -> nn.Module:
+def project(in_channels: int, out_channels: int) -> nn.Module:
+    """A 1x1 convolution to `out_channels`, or nothing where the counts already match."""
     return nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
 
@@ -212,9 +213,9 @@ class UnpoolUpsample(Upsampler):
         missing = [k for k, c in enumerate(chain) if c is None]
         if missing or len(chain) != steps:
             raise MissingSwitchesError(missing or list(range(steps)))
-        self.project = _project(in_channels, chain[0])
+        self.project = project(in_channels, chain[0])
         convs = [nn.Conv2d(chain[k], chain[k + 1], 3, padding=1) for k in range(steps - 1)]
-        convs.append(_project(chain[-1], out_channels) if head_convolves
+        convs.append(project(chain[-1], out_channels) if head_convolves
                      else nn.Conv2d(chain[-1], out_channels, 3, padding=1))
         self.convs = nn.ModuleList(convs)
 
@@ -273,7 +274,7 @@ class GuidedUnpoolUpsample(Upsampler):
     def __init__(self, in_channels, out_channels, scale, head_convolves: bool = False):
         super().__init__(in_channels, out_channels, scale)
         steps = _steps(scale)
-        self.project = _project(in_channels, out_channels)
+        self.project = project(in_channels, out_channels)
         convs = [nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(steps - 1)]
         convs.append(nn.Identity() if head_convolves
                      else nn.Conv2d(out_channels, out_channels, 3, padding=1))
@@ -310,7 +311,7 @@ class ResizeUpsample(Upsampler):
         if mode not in ("bilinear", "nearest"):
             raise ValueError(f"resize mode must be bilinear or nearest, got {mode!r}")
         self.mode = mode
-        self.proj = _project(in_channels, out_channels)
+        self.proj = project(in_channels, out_channels)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         size = self.target(x, output_size)

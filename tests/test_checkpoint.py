@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 
 
 def _save(ckpt_dir: Path, it: int, value: float) -> Path:

@@ -84,7 +84,7 @@ def trained(tmp_path_factory):
 def test_truncated_weights_are_named_by_eval_and_predict(trained, tmp_path, capsys, tool):
     import shutil
 
-    from zoo.engine import checkpoint as ckpt
+    from zoo import runfolder as ckpt
     from zoo.engine.runs import evaluate_run
     from zoo.infer import predict_files
     run_dir = tmp_path / "run"

@@ -111,7 +111,7 @@ def _train_and_dump(rank, out):
 
 def test_ranks_hold_identical_weights_after_ddp_steps(tmp_path, capfd):
     from safetensors.torch import load_file
-    from zoo.engine import checkpoint as ckpt
+    from zoo import runfolder as ckpt
     spawn(_train_and_dump, str(tmp_path))
     err = capfd.readouterr().err
     assert err.count("train.sync_bn=true is ignored on CPU") == 1  # one line, from rank 0
@@ -248,7 +248,7 @@ def torchrun(nproc: int, *args, timeout=240):
 
 def test_torchrun_two_processes_then_resume_with_one(tmp_path):
     from tests.test_train import assert_complete_run, run_tool, write_recipe
-    from zoo.engine import checkpoint as ckpt
+    from zoo import runfolder as ckpt
     # 10 images, global batch 4: the third batch straddles two epochs
     recipe = write_recipe(tmp_path / "r.yaml", "synthetic", None, iters=3, crop=None,
                           options={"num_images": 10, "size": 40},

@@ -12,7 +12,7 @@ import zoo.data
 import zoo.data.transforms
 from zoo.data import make_dataset
 from zoo.data.base import SegDataset
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.engine import trainer as T
 from zoo.recipe import recipe_from_dict
 

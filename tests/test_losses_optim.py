@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.engine.losses import build_loss, class_frequencies, median_frequency_weights
-from zoo.engine.checkpoint import flatten_state, unflatten_state
+from zoo.runfolder import flatten_state, unflatten_state
 from zoo.engine.optim import ScheduleChangeError, build_optimizer, build_scheduler, restore_scheduler
 
 K = 3

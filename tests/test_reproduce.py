@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.engine import trainer as T
 from zoo.engine.reproduce import determinism_record, watch_nondeterministic
 from zoo.recipe import recipe_from_dict

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.engine import trainer as T
 from zoo.recipe import RecipeError, recipe_from_dict
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests import trees
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.recipe import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,6 @@ have fc6/fc7 (FCN, DeconvNet) to load, as the papers start from them.
 from __future__ import annotations
 
 import contextvars
-import difflib
 import os
 import socket
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders.blocks import EncoderOutput, FeatureInfo
+from zoo.names import close_matches
 from zoo.vit import is_plain_vit
 
 # Families whose timm implementations dilate for output_stride 8/16.
@@ -71,7 +71,7 @@ def check_encoder(name: str) -> None:
     if timm.is_model(name):
         return
     names = timm.list_models()
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    close = close_matches(name, names, n=5, cutoff=0.5)
     hint = f"; closest timm models: {', '.join(close)}" if close else ""
     raise ValueError(f"unknown encoder {name!r}{hint}")
 

@@ -14,7 +14,6 @@ refused. Loading the weights is `zoo.hub`'s.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from zoo import registry
+from zoo.names import did_you_mean
 
 WEIGHTS = "model.safetensors"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -183,8 +183,8 @@ def check_entry_name(name: str, where: str) -> None:
 def _check_names(entry: Entry, where: str) -> None:
     check_entry_name(entry.name, where)
     if entry.arch not in registry.architectures():
-        close = difflib.get_close_matches(entry.arch, registry.architectures(), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(entry.arch, registry.architectures())
+        hint = f"; {hint}" if hint else ""
         raise ValueError(f"{where}: model name {entry.arch!r} is not a registered architecture{hint}")
 
 
@@ -222,8 +222,7 @@ def _is_relative(url: str) -> bool:
 def get_entry(name: str) -> Entry:
     if name in ENTRIES:
         return ENTRIES[name]
-    close = difflib.get_close_matches(name, list(ENTRIES), n=4, cutoff=0.4)
-    listing = f"did you mean {', '.join(close)}?" if close else \
+    listing = did_you_mean(name, list(ENTRIES), n=4) or \
         f"entries with weights: {', '.join(sorted(ENTRIES)) or 'none registered'}"
     raise ValueError(f"no zoo entry with trained weights named {name!r}; {listing} "
                      "(zoo.list_models(pretrained=True) lists them)")

@@ -155,7 +155,7 @@ def load_weights(model: nn.Module, weights: Path, source: str, skip_mismatched: 
     returned (and named in a warning), else they are an error."""
     import warnings
 
-    from zoo.engine.checkpoint import read_tensors
+    from zoo.runfolder import read_tensors
     state = read_tensors(Path(weights))  # names the file when it is truncated or corrupt
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -262,26 +262,14 @@ def _verify_local(weights: Path, meta: dict, sha256: str | None) -> None:
         meta["sha256"] = sha256
 
 
-def resolve_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
-    """The checkpoint folder a run folder's pointer names; `best` falls back to `last`."""
-    from zoo.engine.checkpoint import resolve
-    ckpts = Path(run_dir) / "checkpoints"
-    ckpt = resolve(ckpts, pointer) or (resolve(ckpts, "last") if pointer == "best" else None)
-    if ckpt is None:
-        also = " nor last.json" if pointer == "best" else ""
-        raise FileNotFoundError(f"{ckpts}: no {pointer}.json{also}; the run has saved no checkpoint yet")
-    if not ckpt.is_dir():
-        raise FileNotFoundError(f"{ckpts}/{pointer}.json names {ckpt.name}, which does not exist")
-    return ckpt
-
-
 def _read_folder(path: Path, pointer: str) -> tuple[Path, dict, dict]:
     """(weights file, model arguments, meta) of a run / checkpoint / published folder."""
-    from zoo.engine.checkpoint import load_meta
+    from zoo.runfolder import load_meta
     weights = path if path.is_file() and path.suffix == ".safetensors" else path / WEIGHTS
     folder = weights.parent
     if (folder / "checkpoints").is_dir():
-        return _read_folder(resolve_checkpoint(folder, pointer), pointer)
+        from zoo.runfolder import resolve_run
+        return _read_folder(resolve_run(folder, pointer), pointer)
     if not weights.is_file():
         pickles = sorted(p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
         if pickles:

@@ -17,15 +17,15 @@ import tempfile
 from pathlib import Path
 
 from zoo import hub
-from zoo.engine.checkpoint import load_meta
 from zoo.fileio import atomic_copy, atomic_write_json
+from zoo.runfolder import load_meta, resolve_run
 from zoo.ship import placeholders
 
 def run_config(run_dir, name: str, pointer: str = "best") -> tuple[dict, Path]:
     """(config.json contents, weights file) of the run's `pointer` checkpoint (`best`, else `last`)."""
     run_dir = Path(run_dir)
     hub.check_entry_name(name, f"publish --name {name}")
-    ckpt = hub.resolve_checkpoint(run_dir, pointer)
+    ckpt = resolve_run(run_dir, pointer)
     meta = load_meta(ckpt)
     missing = [k for k in ("model", "classes", "mean", "std") if k not in meta]
     if missing:

@@ -13,13 +13,14 @@ The registry imports no hub; arrows run hub -> registry -> models.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 from functools import partial
 from typing import Callable, Iterable, Protocol
 
 from torch import nn
+
+from zoo.names import did_you_mean
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -79,9 +80,8 @@ def resolve_name(name: str) -> Callable[..., nn.Module]:
     if arch is not None:
         return _BUILDERS[arch]
     names = list(_BUILDERS) + _entries()
-    close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} (zoo.list_models() lists all)")
+    hint = did_you_mean(name, names, n=4)
+    raise ValueError(f"unknown model {name!r}{'; ' + hint if hint else ''} (zoo.list_models() lists all)")
 
 
 def builder_params(name: str) -> dict[str, inspect.Parameter]:

@@ -175,13 +175,13 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
     Returns a short summary; raises ShipError when the entry may not be (re)placed."""
     import yaml
 
-    from zoo.engine.checkpoint import load_meta
+    from zoo.runfolder import load_meta, resolve_run
     run_dir = Path(run_dir)
     weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
     card = Path(card) if card else REPO / "MODEL_CARD.md"
     docs_dir = Path(docs_dir) if docs_dir else card.parent / "docs" / "entries"
     hub.check_entry_name(name, f"--ship {name}")
-    ckpt = hub.resolve_checkpoint(run_dir, pointer)
+    ckpt = resolve_run(run_dir, pointer)
     meta = load_meta(ckpt)
     metrics, protocol = _metrics(ckpt, meta, Path(eval_file) if eval_file else None)
     shipped = read_shipped(weights_dir)

@@ -16,7 +16,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from zoo.data.base import DataError
-    from zoo.engine.checkpoint import CheckpointError
+    from zoo.runfolder import CheckpointError
     from zoo.engine.distributed import DeviceError
     from zoo.encoders import EncoderWeightsError
     from zoo.engine.trainer import TrainingError

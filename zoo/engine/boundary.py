@@ -54,6 +54,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.data.base import IGNORE_INDEX
+
 from .metrics import iou_from_confusion
 
 
@@ -126,7 +128,7 @@ class BoundaryMetrics:
     When ``device`` is None the counts move to the device of the first batch.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, dilation_ratio: float = 0.02,
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, dilation_ratio: float = 0.02,
                  dilation_px: Optional[int] = None, trimap_width: int = 3, device=None):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")

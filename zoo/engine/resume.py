@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.engine.optim import ScheduleChangeError, restore_scheduler
 from zoo.recipe import RecipeError
 

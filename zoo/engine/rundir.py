@@ -41,7 +41,7 @@ def default_run_dir(recipe_path, overrides=(), name: str | None = None) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    from zoo.engine.checkpoint import resolve
+    from zoo.runfolder import resolve
     return resolve(Path(run_dir) / "checkpoints", "last") is not None
 
 
@@ -95,7 +95,7 @@ def resume_command(recipe_path, overrides=(), *, run_dir=None, name=None) -> str
 
 def interrupted_message(run_dir: Path, command: str) -> str:
     """What Ctrl-C prints: the folder, the iteration the checkpoint holds, how to go on."""
-    from zoo.engine.checkpoint import read_pointer
+    from zoo.runfolder import read_pointer
     last = read_pointer(Path(run_dir) / "checkpoints", "last")
     if last is None:
         return (f"interrupted; {run_dir} holds no checkpoint yet, so running again starts over "

@@ -15,14 +15,14 @@ from zoo.fileio import atomic_write_json
 
 def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
     """The checkpoint folder a run folder's pointer names (`best` falls back to `last`)."""
-    from zoo.hub import resolve_checkpoint
-    return resolve_checkpoint(run_dir, pointer)
+    from zoo.runfolder import resolve_run
+    return resolve_run(run_dir, pointer)
 
 
 def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     """(model, meta, recipe or None) of a run folder; the model comes from
     `zoo.hub.load`, which never downloads encoder weights."""
-    from zoo.engine.checkpoint import check_readable
+    from zoo.runfolder import check_readable
     from zoo.hub import load
     from zoo.recipe import load_recipe
     check_readable(find_checkpoint(run_dir, pointer))

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from zoo.engine import checkpoint as ckpt
+from zoo import runfolder as ckpt
 from zoo.engine import distributed as D
 from zoo.data import make_dataset
 from zoo.engine.data import SeededSamples, StreamSampler, val_loader

@@ -1,4 +1,9 @@
-"""Checkpoints as data: safetensors tensors plus JSON, written crash-safely.
+"""The run folder's checkpoints: their layout, crash-safe writing and reading.
+
+The one module that knows where a run keeps its checkpoints: the trainer
+writes through it, and the hub, `zoo.load` and the tools read through it.
+It sits below both (it needs only safetensors and JSON), so the engine
+never calls back into the hub to find its own files.
 
 Layout inside a run folder:
 
@@ -146,6 +151,18 @@ def read_pointer(ckpt_dir: Path, pointer: str) -> dict | None:
 def resolve(ckpt_dir: Path, pointer: str = "last") -> Path | None:
     info = read_pointer(ckpt_dir, pointer)
     return None if info is None else Path(ckpt_dir) / info["checkpoint"]
+
+
+def resolve_run(run_dir: Path, pointer: str = "best") -> Path:
+    """The checkpoint folder a run folder's pointer names; `best` falls back to `last`."""
+    ckpts = Path(run_dir) / "checkpoints"
+    ckpt = resolve(ckpts, pointer) or (resolve(ckpts, "last") if pointer == "best" else None)
+    if ckpt is None:
+        also = " nor last.json" if pointer == "best" else ""
+        raise FileNotFoundError(f"{ckpts}: no {pointer}.json{also}; the run has saved no checkpoint yet")
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"{ckpts}/{pointer}.json names {ckpt.name}, which does not exist")
+    return ckpt
 
 
 def prune(ckpt_dir: Path) -> None:
