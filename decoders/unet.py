@@ -10,7 +10,7 @@ The classifier is a 3x3 convolution (`classifier_kernel`), not the paper's
 1x1: the last stage here has 16 channels at full resolution (the paper's
 has 64), and on CamVid from scratch a 3x3 classifier cut the training loss
 after 60 iterations from 1.46 to 0.79 (smp's U-Net, which has one: 0.66;
-`python tools/benchmark.py --learning`, see MODEL_CARD.md).
+`python tools/benchmark.py --learning`, see docs/parity/README.md).
 """
 from __future__ import annotations
 
