@@ -6,7 +6,6 @@ import pytest
 import torch
 
 
-
 def threads_from_env() -> int:
     """ZOO_TEST_THREADS, else OMP_NUM_THREADS, else 2 (at most the cores there are):
     on a busy machine `OMP_NUM_THREADS=1 pytest` keeps the suite from oversubscribing."""
@@ -19,7 +18,8 @@ def threads_from_env() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-torch.set_num_threads(threads_from_env())
+SUITE_THREADS = threads_from_env()
+torch.set_num_threads(SUITE_THREADS)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -37,3 +37,12 @@ def camvid_root():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _suite_threads():
+    """Training in-process applies `train.threads`, and some tests pin one thread: every
+    test starts with the suite's own count, whatever the one before it set."""
+    if torch.get_num_threads() != SUITE_THREADS:
+        torch.set_num_threads(SUITE_THREADS)
+    yield
