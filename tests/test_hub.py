@@ -334,3 +334,13 @@ def test_register_entry_refuses_duplicates(published, tmp_path, monkeypatch):
             zoo.list_models()
     finally:
         hub.ENTRIES._code.pop("unet_tiny_code")
+
+
+def test_a_published_folder_by_url_carries_its_recipe(published, run, server):
+    """Tools read the training recipe from config.json however the folder was reached."""
+    from zoo.sources import load_source
+    by_path = load_source(published[0])
+    by_url = load_source(server.url(f"models/{NAME}"))
+    assert by_url.recipe is not None and by_url.run_dir is None
+    assert by_url.recipe.model_dump() == by_path.recipe.model_dump()
+    assert by_url.recipe.train.iters == 3

@@ -314,7 +314,8 @@ def read_config(path: Path, default_name: str, where: str | None = None) -> tupl
 def _model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
     if not isinstance(info.get("model"), dict):
         raise ValueError(f"{where}: its metadata has no 'model' arguments")
-    for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration"):
+    for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration",
+                "recipe"):
         if key in info:
             meta[key] = info[key]
     return info["model"], meta

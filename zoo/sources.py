@@ -10,7 +10,6 @@ architecture name builds a fresh model with `zoo.create`.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,25 +54,23 @@ def load_source(source, *, pointer: str = "best", device="cpu", arch_args: dict 
     model = zoo.load(text, pointer=pointer, map_location=device)
     recipe, run_dir = None, None
     if path is not None and path.exists():
-        recipe, run_dir = _local_recipe(path)
-    elif text in ENTRIES and isinstance(ENTRIES[text].recipe, dict):
+        recipe, run_dir = _run_recipe(path)
+    if recipe is None and run_dir is None and isinstance(model.meta.get("recipe"), dict):
+        # a published folder, local, by URL or on the Hub: its config.json carries the recipe
+        recipe = _recipe_from(model.meta["recipe"], f"{text} (config.json)")
+    elif recipe is None and text in ENTRIES and isinstance(ENTRIES[text].recipe, dict):
         recipe = _recipe_from(ENTRIES[text].recipe, f"entry {text!r}")
     return Source(model, dict(model.meta), recipe, run_dir)
 
 
-def _local_recipe(path: Path) -> tuple[Recipe | None, Path | None]:
-    """(recipe, run folder) of a run, checkpoint or published folder."""
+def _run_recipe(path: Path) -> tuple[Recipe | None, Path | None]:
+    """(recipe, run folder) of a run folder or one of its checkpoints; (None, None) otherwise."""
     from zoo.recipe import load_recipe
     folder = path.parent if path.is_file() else path
     for run_dir in (folder, folder.parent.parent):  # a run, or one of its checkpoints
         if (run_dir / "checkpoints").is_dir():
             recipe_file = run_dir / "recipe.yaml"
             return (load_recipe(recipe_file) if recipe_file.is_file() else None), run_dir
-    config = folder / "config.json"
-    if config.is_file():
-        recipe = json.loads(config.read_text()).get("recipe")
-        if isinstance(recipe, dict):
-            return _recipe_from(recipe, str(config)), None
     return None, None
 
 
