@@ -11,6 +11,9 @@ The classifier is a 3x3 convolution (`classifier_kernel`), not the paper's
 has 64), and on CamVid from scratch a 3x3 classifier cut the training loss
 after 60 iterations from 1.46 to 0.79 (smp's U-Net, which has one: 0.66;
 `python tools/benchmark.py --learning`, see docs/parity/README.md).
+It starts from Xavier (Glorot) uniform weights and zero bias, as smp's
+segmentation head does, not PyTorch's default: the training loss over
+iterations 51-100 of the same benchmark fell from 0.725 to 0.682 (smp: 0.668).
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ class UNetHead(nn.Module):
             prev_c, prev_r = out_c, r
         self.classifier = nn.Conv2d(prev_c, num_classes, classifier_kernel,
                                     padding=classifier_kernel // 2)
+        nn.init.xavier_uniform_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, enc: EncoderOutput) -> Tensor:
         x, prev = enc.features[-1], enc.reductions[-1]

@@ -339,7 +339,10 @@ def test_bf16_autocast_and_channels_last_training_step(arch, upsample):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         low = model.eval()(xc).float()
     assert low.shape == ref.shape and torch.isfinite(low).all()
-    assert (low - ref).norm() / ref.norm() < 0.05
+    # guided_unpool picks the maximum of each 2x2 window of a guide feature: where two
+    # values there are closer than bf16's resolution, the pick (and the pixel it feeds) flips.
+    tolerance = 0.1 if upsample == "guided_unpool" else 0.05
+    assert (low - ref).norm() / ref.norm() < tolerance
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, aux = model(xc, aux=True)

@@ -31,6 +31,26 @@ def test_smp_pairs_match_the_zoo_decoder_and_say_how_pspnet_differs():
         parity.build_pair("fcn8s", "resnet18", 5)
 
 
+def test_unet_classifier_starts_from_xavier_weights_and_zero_bias():
+    import zoo
+    torch.manual_seed(0)
+    model = zoo.create("unet", encoder="test_resnet", num_classes=11)
+    w, b = model.head.classifier.weight, model.head.classifier.bias
+    fan_in, fan_out = w.shape[1] * 9, w.shape[0] * 9
+    bound = (6 / (fan_in + fan_out)) ** 0.5  # Xavier uniform; PyTorch's default is 1/sqrt(fan_in)
+    assert torch.count_nonzero(b) == 0
+    assert w.abs().max() <= bound
+    assert w.abs().max() > 0.9 * bound and w.abs().max() > 1.2 / fan_in ** 0.5
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "test_resnet"])
+def test_residual_encoders_from_scratch_do_not_zero_init_their_last_norm(encoder):
+    from zoo.encoders import Encoder
+    blocks = [m for m in Encoder(encoder).modules() if type(m).__name__ in ("BasicBlock", "Bottleneck")]
+    last_norms = [b.bn3 if hasattr(b, "bn3") else b.bn2 for b in blocks]
+    assert last_norms and all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in last_norms)
+
+
 def test_summary_takes_the_last_forty_percent_of_the_curve():
     runs = [{"zoo": {"loss": [9.0] * 6 + [1.0] * 4, "val_mIoU": 0.5, "params": 2e6, "step_s": 1.0},
              "smp": {"loss": [9.0] * 6 + [3.0] * 4, "val_mIoU": 0.3, "params": 1e6, "step_s": 2.0}},
@@ -73,3 +93,31 @@ def test_reports_of_one_seed_each_combine_into_one():
         parity.combine([report(0, 1.0), report(1, 1.0, iters=20)])
     with pytest.raises(ValueError, match=r"a seed twice: \[0, 0\]"):
         parity.combine([report(0, 1.0), report(0, 1.0)])
+
+
+def _peer_report(iters, batch, seeds):
+    runs = [{"seed": s, "note": "", "zoo": {"loss": [9.0] * iters, "val_mIoU": 0.1, "params": 1, "step_s": 1.0},
+             "smp": {"loss": [float(s + 1)] * iters, "val_mIoU": 0.3 + s / 10, "params": 2e6, "step_s": 2.0}}
+            for s in seeds]
+    return {"arch": "unet", "encoder": "resnet18", "iters": iters, "batch": batch, "lr": 1e-3,
+            "weight_decay": 0.01, "frame": [180, 240], "crop": [176, 224], "data": "synthetic",
+            "zoo_args": {}, "runs": runs}
+
+
+def test_a_stored_peer_side_is_reused_and_only_the_zoo_trains():
+    peer = _peer_report(iters=2, batch=2, seeds=[0, 1])
+    report = parity.run_parity("unet", seeds=(1,), iters=2, batch=2, peer=peer,
+                               peer_source="old.json", log=lambda *_: None)
+    run, = report["runs"]
+    assert run["smp"] == {**peer["runs"][1]["smp"], "reused_from": "old.json"}
+    assert len(run["zoo"]["loss"]) == 2 and run["zoo"]["loss"] != [9.0, 9.0]
+    assert report["summary"]["smp"]["val_mIoU"] == (pytest.approx(0.4), 0.0)
+    assert "smp side reused from old.json" in parity.format_summary(report)
+
+
+def test_a_peer_report_with_other_settings_or_seeds_is_refused():
+    with pytest.raises(ValueError, match=r"old.json: .*other settings: iters \(4 there, 2 here\)"):
+        parity.run_parity("unet", seeds=(0,), iters=2, batch=2, peer=_peer_report(4, 2, [0]),
+                          peer_source="old.json")
+    with pytest.raises(ValueError, match=r"no smp run for seed\(s\) \[3\]; it has \[0\]"):
+        parity.run_parity("unet", seeds=(3,), iters=2, batch=2, peer=_peer_report(2, 2, [0]))

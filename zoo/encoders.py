@@ -43,6 +43,13 @@ DILATABLE_FAMILIES = ("resnet", "resnext", "resnest", "seresnet", "regnet", "eff
 # built with dynamic_img_size (any multiple of the patch; windows padded inside timm),
 # read through forward_intermediates (NCHW), the input zero-padded to whole patches.
 WINDOWED_MODULES = ("swin_transformer",)
+# timm modules whose residual blocks zero-initialise their last norm (`zero_init_last`,
+# each block starts as the identity). From scratch the zoo turns it off, as torchvision's
+# ResNet (smp's encoder) has it: on CamVid, U-Net/ResNet-18's training loss over iterations
+# 101-150 fell from 0.612 to 0.609 with it off (with 0.646 -> 0.633 before the classifier's
+# Xavier init; `segzoo benchmark --learning`, docs/parity/README.md). Pretrained weights
+# overwrite the norms either way.
+NO_ZERO_INIT_MODULES = ("resnet",)
 
 
 class EncoderWeightsError(RuntimeError):
@@ -200,6 +207,8 @@ class Encoder(nn.Module):
             if vit_blocks is not None:
                 raise ValueError(f"vit_blocks is for plain ViT encoders; {name!r} is not one")
             kwargs = dict(features_only=True, in_chans=in_chans, **_pretrained_kwargs(name, weights))
+            if weights is None and _in_modules(name, NO_ZERO_INIT_MODULES):
+                kwargs["zero_init_last"] = False
             if output_stride != 32:
                 kwargs["output_stride"] = output_stride
             windowed = _in_modules(name, WINDOWED_MODULES)

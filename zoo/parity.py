@@ -15,6 +15,11 @@ PSPNet is not dilated: it cuts the encoder after its third stage (stride
 8) and upsamples x8 at the end, where the zoo's PSPNet dilates the whole
 encoder to output stride 8 (as the paper); the report says so.
 
+After a change to the zoo, `peer=` (a stored report of the same benchmark)
+re-trains only the zoo side: the peer's curve and val mIoU are taken from
+that report for each seed, since its run is a pure function of the seed
+and the settings, which must match. Each reused side names its source.
+
 Data: CamVid (`root`, SegNet layout) with frames resized to `frame` and
 random `crop`s plus horizontal flips for training, val frames resized to
 `frame` (labels nearest); or the embedded synthetic scenes (`root=None`).
@@ -97,11 +102,32 @@ def val_miou(model: nn.Module, data, num_classes: int, device) -> float:
     return cm.compute()["mIoU"]
 
 
+SETTINGS = ("arch", "encoder", "iters", "batch", "lr", "weight_decay", "frame", "crop", "data")
+
+
+def peer_runs(peer: dict, settings: dict, seeds, source: str = "peer report") -> dict[int, dict]:
+    """The smp side of `peer` per seed, checked to come from the same benchmark."""
+    differ = [f"{k} ({peer.get(k)!r} there, {settings[k]!r} here)" for k in SETTINGS
+              if peer.get(k) != settings[k]]
+    if differ:
+        raise ValueError(f"{source}: its smp runs were trained with other settings: {', '.join(differ)}")
+    have = {run["seed"]: run["smp"] for run in peer["runs"]}
+    missing = [s for s in seeds if s not in have]
+    if missing:
+        raise ValueError(f"{source}: no smp run for seed(s) {missing}; it has {sorted(have)}")
+    return {s: {**have[s], "reused_from": have[s].get("reused_from", source)} for s in seeds}
+
+
 def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seeds=(0, 1),
                iters: int = 500, batch: int = 8, lr: float = 1e-3, weight_decay: float = 1e-2,
                frame=(180, 240), crop=(176, 224), device: str = "cpu", zoo_args: dict | None = None,
-               log=print) -> dict:
-    """Train both models of `arch` on one sample stream per seed; returns the JSON report."""
+               peer: dict | None = None, peer_source: str = "peer report", log=print) -> dict:
+    """Train both models of `arch` on one sample stream per seed (only the zoo's
+    where `peer` gives the smp side); returns the JSON report."""
+    settings = {"arch": arch, "encoder": encoder, "iters": iters, "batch": batch, "lr": lr,
+                "weight_decay": weight_decay, "frame": list(frame), "crop": list(crop),
+                "data": "camvid" if root is not None else "synthetic"}
+    reused = peer_runs(peer, settings, seeds, peer_source) if peer is not None else {}
     device = torch.device(device)
     val, _ = sample_stream(root, frame, crop, batch, 0, train=False)
     k = len(val.classes)
@@ -109,7 +135,9 @@ def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seed
     for seed in seeds:
         torch.manual_seed(seed)
         ours, theirs, note = build_pair(arch, encoder, k, zoo_args)
-        models = {"zoo": ours.to(device).train(), "smp": theirs.to(device).train()}
+        models = {"zoo": ours.to(device).train()}
+        if seed not in reused:
+            models["smp"] = theirs.to(device).train()
         opts = {n: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=weight_decay) for n, m in models.items()}
         scheds = {n: poly(o, iters) for n, o in opts.items()}
         losses = {n: [] for n in models}
@@ -137,21 +165,20 @@ def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seed
             run[name] = {"loss": losses[name], "val_mIoU": val_miou(model, val, k, device),
                          "params": sum(p.numel() for p in model.parameters()),
                          "step_s": seconds[name] / iters}
+        if seed in reused:
+            run["smp"] = reused[seed]
         log(f"[{arch} seed {seed}] val mIoU zoo {run['zoo']['val_mIoU']:.4f}  smp {run['smp']['val_mIoU']:.4f}")
         runs.append(run)
-    return {"arch": arch, "encoder": encoder, "iters": iters, "batch": batch, "lr": lr,
-            "weight_decay": weight_decay, "frame": list(frame), "crop": list(crop),
-            "data": "camvid" if root is not None else "synthetic", "device": str(device),
-            "zoo_args": zoo_args or {}, "runs": runs, "summary": summarize(runs, iters)}
+    return {**settings, "device": str(device), "zoo_args": zoo_args or {}, "runs": runs,
+            "summary": summarize(runs, iters)}
 
 
 def combine(reports: list[dict]) -> dict:
     """One report from runs of the same benchmark with different seeds (for example
     one process per seed), summarised again; settings that differ are refused."""
-    settings = ("arch", "encoder", "iters", "batch", "lr", "weight_decay", "frame", "crop", "data", "zoo_args")
     first = reports[0]
     for r in reports[1:]:
-        differ = [k for k in settings if r.get(k) != first.get(k)]
+        differ = [k for k in SETTINGS + ("zoo_args",) if r.get(k) != first.get(k)]
         if differ:
             raise ValueError(f"cannot combine parity reports that differ in {', '.join(differ)}")
     runs = sorted((run for r in reports for run in r["runs"]), key=lambda run: run["seed"])
@@ -192,23 +219,31 @@ def format_summary(report: dict) -> str:
         lines.append(f"| {name} | {m['val_mIoU'][0]:.4f} ± {m['val_mIoU'][1]:.4f} | "
                      f"{m['late_loss'][0]:.4f} ± {m['late_loss'][1]:.4f} | {m['params_m']:.2f} | "
                      f"{m['step_s']:.2f} |")
+    sources = sorted({r["smp"]["reused_from"] for r in report["runs"] if "reused_from" in r["smp"]})
+    if sources:
+        lines.append(f"smp side reused from {', '.join(sources)} (same seeds and settings; not re-trained)")
     return "\n".join(lines)
 
 
-def plot(report: dict, path: Path, window: int = 20) -> Path:
-    """Training-loss curves (running mean over `window` steps; band: min-max over seeds)."""
+def plot(report: dict, path: Path, window: int = 20, before: dict | None = None) -> Path:
+    """Training-loss curves (running mean over `window` steps; band: min-max over
+    seeds); `before`, an earlier report, adds its zoo curve dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    for name, colour in (("zoo", "tab:blue"), ("smp", "tab:orange")):
+    sides = [(report, "zoo", "zoo", "tab:blue", "-"), (report, "smp", "smp", "tab:orange", "-")]
+    if before is not None:
+        sides.append((before, "zoo", "zoo before", "tab:gray", "--"))
+    for rep, name, label, colour, style in sides:
         curves = np.array([np.convolve(r[name]["loss"], np.ones(window) / window, mode="valid")
-                           for r in report["runs"]])
+                           for r in rep["runs"]])
         steps = np.arange(curves.shape[1]) + window
-        miou = report["summary"][name]["val_mIoU"][0]
-        ax.plot(steps, curves.mean(0), color=colour, label=f"{name} (val mIoU {miou:.3f})")
-        ax.fill_between(steps, curves.min(0), curves.max(0), color=colour, alpha=0.2)
+        miou = rep["summary"][name]["val_mIoU"][0]
+        ax.plot(steps, curves.mean(0), color=colour, linestyle=style, label=f"{label} (val mIoU {miou:.3f})")
+        if style == "-":
+            ax.fill_between(steps, curves.min(0), curves.max(0), color=colour, alpha=0.2)
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"training loss (mean of {window})")
     ax.set_title(f"{report['arch']} / {report['encoder']}: zoo vs smp, one sample stream", fontsize=9)
@@ -222,9 +257,9 @@ def plot(report: dict, path: Path, window: int = 20) -> Path:
     return path
 
 
-def write(report: dict, out_dir) -> list[Path]:
+def write(report: dict, out_dir, before: dict | None = None) -> list[Path]:
     from zoo.fileio import atomic_write_json
     out_dir = Path(out_dir)
     stem = f"parity_{report['arch']}_{report['encoder']}"
     atomic_write_json(out_dir / f"{stem}.json", report)
-    return [out_dir / f"{stem}.json", plot(report, out_dir / f"{stem}.png")]
+    return [out_dir / f"{stem}.json", plot(report, out_dir / f"{stem}.png", before=before)]

@@ -52,29 +52,46 @@ def parse(argv=None, prog=None):
     g.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                    help="merge reports of the same benchmark run with different seeds (one process "
                         "per seed) into one, written to --out")
+    g.add_argument("--peer-from", default=None, metavar="JSON",
+                   help="take the smp side from this earlier report (same settings and seeds) and "
+                        "train only the zoo's: to measure a change to the zoo at half the cost")
+    g.add_argument("--before", default=None, metavar="JSON",
+                   help="an earlier report whose zoo curve the plot adds, dashed")
     return p.parse_args(argv)
+
+
+def _report(path: str) -> dict:
+    import json
+    try:
+        return json.loads(open(path).read())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read parity report {path}: {e}") from None
 
 
 def learning(args):
     from zoo.bench import parse_model_args
     from zoo.parity import format_summary, run_parity, write
+    before = _report(args.before) if args.before else None
     if args.combine:
-        import json
         from zoo.parity import combine
-        report = combine([json.loads(open(path).read()) for path in args.combine])
+        report = combine([_report(path) for path in args.combine])
         print(format_summary(report))
-        for path in write(report, args.out):
+        for path in write(report, args.out, before=before):
             print(f"wrote {path}")
         return
+    peer = _report(args.peer_from) if args.peer_from else None
     zoo_args = parse_model_args(args.arg)
     for arch in args.arch:
         for encoder in args.encoder:
-            report = run_parity(arch, encoder=encoder, root=args.data, seeds=tuple(args.seeds),
-                                iters=args.learning_iters, batch=args.learning_batch, lr=args.lr,
-                                frame=tuple(args.frame), crop=tuple(args.crop), device=args.device,
-                                zoo_args=zoo_args)
+            try:
+                report = run_parity(arch, encoder=encoder, root=args.data, seeds=tuple(args.seeds),
+                                    iters=args.learning_iters, batch=args.learning_batch, lr=args.lr,
+                                    frame=tuple(args.frame), crop=tuple(args.crop), device=args.device,
+                                    zoo_args=zoo_args, peer=peer, peer_source=args.peer_from)
+            except ValueError as e:
+                raise SystemExit(f"error: {e}") from None
             print(format_summary(report))
-            for path in write(report, args.out):
+            for path in write(report, args.out, before=before):
                 print(f"wrote {path}")
 
 
