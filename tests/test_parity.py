@@ -31,6 +31,12 @@ def test_smp_pairs_match_the_zoo_decoder_and_say_how_pspnet_differs():
         parity.build_pair("fcn8s", "resnet18", 5)
 
 
+def test_unet_with_a_resize_matches_smp_unet_parameter_for_parameter():
+    ours, theirs, _ = parity.build_pair("unet", "resnet18", 11)
+    assert ours.head.stages[0].up.out_channels == 512  # the deep feature is not projected
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+
+
 def test_unet_classifier_starts_from_xavier_weights_and_zero_bias():
     import zoo
     torch.manual_seed(0)

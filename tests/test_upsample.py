@@ -214,6 +214,15 @@ def test_resize_upsamplers_start_as_pure_resize():
         torch.testing.assert_close(make_upsampler(mode, 3, 3, 4)(x), ref)
 
 
+def test_a_resize_before_the_heads_convolutions_keeps_every_channel():
+    x = torch.randn(1, 6, 4, 5)
+    projected = make_upsampler("bilinear", 6, 2, 2)
+    assert projected.out_channels == 2 and projected(x).shape == (1, 2, 8, 10)
+    kept = make_upsampler("bilinear", 6, 2, 2, head_convolves=True)
+    assert kept.out_channels == 6 and not any(p.numel() for p in kept.parameters())
+    torch.testing.assert_close(kept(x), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
 # ----------------------------------------------------------------------------- the contract
 
 def step_inputs(name, x, scale, target):
