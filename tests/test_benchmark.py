@@ -73,6 +73,7 @@ def test_smp_unet_matches_widths_encoder_and_interpolation():
     x = torch.randn(1, 3, 64, 64)
     assert theirs.eval()(x).shape == ours.eval()(x).shape == (1, 3, 64, 64)
     assert "tu-test_resnet" in note
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
 
 
 def test_smp_counterparts_flag_what_differs():

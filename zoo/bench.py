@@ -108,7 +108,7 @@ def build_smp(spec: BenchSpec, zoo_model: nn.Module) -> tuple[nn.Module, bool, s
     enc = smp_encoder_name(spec.encoder)
     reductions = zoo_model.encoder.reductions
     if spec.arch == "unet":
-        widths = [stage.up.out_channels for stage in zoo_model.head.stages]
+        widths = [stage.convs[-1][0].out_channels for stage in zoo_model.head.stages]
         resize = spec.upsample in ("nearest", "bilinear")
         model = smp.Unet(enc, encoder_weights=None, encoder_depth=len(widths),
                          decoder_channels=widths, classes=spec.num_classes,
@@ -116,8 +116,8 @@ def build_smp(spec: BenchSpec, zoo_model: nn.Module) -> tuple[nn.Module, bool, s
         comparable = resize and reductions[-1] == 32
         note = (f"smp.Unet({enc}, decoder_channels={tuple(widths)}, "
                 f"{'interpolation=' + spec.upsample if resize else 'nearest: smp cannot ' + spec.upsample}); "
-                "zoo stages project 1x1 before resizing and concatenate after; smp concatenates, "
-                "then its first 3x3 conv takes both; smp's classifier is 3x3, zoo's 1x1")
+                "with a resize both concatenate the resized feature with the skip and convolve "
+                "3x3 twice, and both classify with a 3x3 convolution: the same layers")
         return model, comparable, note
     os_ = reductions[-1]
     head_c = zoo_model.head.fuse[0][0].out_channels

@@ -46,7 +46,7 @@ WINDOWED_MODULES = ("swin_transformer",)
 # timm modules whose residual blocks zero-initialise their last norm (`zero_init_last`,
 # each block starts as the identity). From scratch the zoo turns it off, as torchvision's
 # ResNet (smp's encoder) has it: on CamVid, U-Net/ResNet-18's training loss over iterations
-# 101-150 fell from 0.612 to 0.609 with it off (with 0.646 -> 0.633 before the classifier's
+# 101-150 fell from 0.613 to 0.609 with it off (with 0.646 -> 0.633 before the classifier's
 # Xavier init; `segzoo benchmark --learning`, docs/parity/README.md). Pretrained weights
 # overwrite the norms either way.
 NO_ZERO_INIT_MODULES = ("resnet",)
