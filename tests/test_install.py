@@ -72,7 +72,8 @@ def test_train_list_names_every_packaged_recipe(capsys):
 
 def test_segzoo_dispatches_and_names_unknown_commands(capsys):
     assert segzoo(["list", "fcn*"]) == 0
-    assert capsys.readouterr().out.split() == ["fcn16s", "fcn32s", "fcn8s", "fcn8s_resnet50", "fcn8s_vgg16"]
+    listed = capsys.readouterr().out.split()
+    assert listed == zoo.list_models("fcn*") and {"fcn16s", "fcn32s", "fcn8s"} <= set(listed)
     assert segzoo(["trian"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown command 'trian'; did you mean train?")
     assert segzoo(["--help"]) == 0
