@@ -149,7 +149,20 @@ def test_eval_tool_on_a_published_folder(trained, published, capsys):
     from_run = json.loads(capsys.readouterr().out)
     assert from_published == from_run
     assert not list(published.glob("eval-*.json"))  # results go to run folders only
-    assert (trained / "eval-val-whole.json").is_file()
+    assert (trained / "eval-val-whole-first2.json").is_file()  # a cut never poses as the full result
+    assert not (trained / "eval-val-whole.json").exists()
+
+
+def test_eval_file_name_keeps_the_stored_protocols_result_apart():
+    from zoo.engine.runs import eval_file_name
+    stored = {"mode": "whole", "scales": [0.5], "flip": False}
+    assert eval_file_name("val", dict(stored), stored) == "eval-val-whole.json"
+    assert eval_file_name("val", {**stored, "scales": (0.5,)}, stored) == "eval-val-whole.json"
+    assert eval_file_name("val", {**stored, "scales": [0.5, 0.75], "flip": True}, stored) \
+        == "eval-val-whole-s0.5_0.75-flip.json"
+    assert eval_file_name("test", dict(stored), stored, max_images=3) == "eval-test-whole-first3.json"
+    slide = {"mode": "slide", "scales": [0.5], "flip": False, "crop_size": [180, 240], "stride": [120, 160]}
+    assert eval_file_name("val", slide, stored) == "eval-val-slide-crop180x240-stride120x160.json"
 
 
 def test_eval_tool_names_what_a_folder_without_recipe_lacks(trained, tmp_path, capsys):

@@ -6,7 +6,10 @@
     segzoo eval dist/unet_resnet18_camvid --data-root /data/camvid   # a published folder
 
 The model is a run folder, a published folder (its config.json carries the
-recipe) or a zoo entry's name; the dataset is the recipe's.
+recipe) or a zoo entry's name; the dataset is the recipe's. A run folder keeps
+the result as eval-<split>-<mode>.json (what `segzoo publish --eval` ships);
+other scales, flip, windows or --max-images add a suffix (eval-val-whole-s0.5_0.75-flip.json),
+so trying them never overwrites it.
 """
 import argparse
 import json

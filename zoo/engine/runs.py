@@ -32,13 +32,32 @@ def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     return model, model.meta, recipe
 
 
+def eval_file_name(split: str, protocol: dict, stored: dict, max_images: int | None = None) -> str:
+    """`eval-<split>-<mode>.json` for the protocol stored with the weights, the file
+    `segzoo publish --eval` reads; an overridden scale set, flip, window or a
+    `--max-images` cut adds a suffix, so that trying another protocol never
+    overwrites the stored protocol's result."""
+    parts = [f"eval-{split}-{protocol['mode']}"]
+    if list(protocol.get("scales") or [1.0]) != list(stored.get("scales") or [1.0]):
+        parts.append("s" + "_".join(f"{float(s):g}" for s in protocol["scales"]))
+    if bool(protocol.get("flip")) != bool(stored.get("flip")):
+        parts.append("flip" if protocol.get("flip") else "noflip")
+    for key in ("crop_size", "stride"):
+        value = protocol.get(key)
+        if protocol["mode"] == "slide" and value and list(value) != list(stored.get(key) or []):
+            parts.append(key.split("_")[0] + "x".join(str(int(v)) for v in value))
+    if max_images is not None:
+        parts.append(f"first{int(max_images)}")
+    return "-".join(parts) + ".json"
+
+
 def evaluate_run(source, *, split: str | None = None, pointer: str = "best", device="auto",
                  mode=None, crop_size=None, stride=None, scales=None, flip=None,
                  max_images=None, data_root: str | None = None) -> dict:
     """Evaluate a trained model (a run folder, a published folder whose config.json
     carries the recipe, or an entry with one) with the protocol stored with its
     weights, any part of which can be overridden. `data_root` replaces the
-    recipe's `data.root`. A run folder gets `eval-<split>-<mode>.json`."""
+    recipe's `data.root`. A run folder gets the result as `eval_file_name(...)`."""
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
     from zoo.data import make_dataset
@@ -49,7 +68,8 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     recipe = require_recipe(src, source, "evaluation")
     if data_root is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
-    protocol = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
+    stored = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
+    protocol = dict(stored)
     for key, value in dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip).items():
         if value is not None:
             protocol[key] = value
@@ -67,7 +87,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     result["split"] = split
     if src.run_dir is not None:
         result["checkpoint"] = str(find_checkpoint(src.run_dir, pointer))
-        atomic_write_json(src.run_dir / f"eval-{split}-{protocol['mode']}.json", result)
+        atomic_write_json(src.run_dir / eval_file_name(split, protocol, stored, max_images), result)
     else:
         result["checkpoint"] = str(meta.get("source", source))
     return result
