@@ -35,3 +35,20 @@ def test_flops_scale_with_pixels():
     assert 3.5 < big / small < 4.5  # convolutions dominate: ~4x the pixels, ~4x the FLOPs
     assert model.training  # the counter restores the mode it found
     assert torch.is_grad_enabled()
+
+
+def test_list_pretrained_prints_each_entrys_model_dataset_miou_and_source(tmp_path, monkeypatch, capsys):
+    import json
+    from tools.list_models import main
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"entries": [{
+        "name": "toy_unet_entry", "model": {"name": "unet", "encoder": "test_resnet", "upsample": "bilinear",
+                                            "num_classes": 2},
+        "url": "https://models.example/toy_unet_entry", "sha256": "0" * 64, "classes": ["bg", "fg"],
+        "metrics": {"mIoU": 0.61234}, "dataset": "toy"}]}))
+    monkeypatch.setenv("ZOO_INDEX", str(index))
+    main(["toy*", "--pretrained"])
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["entry", "model", "dataset", "classes", "val", "mIoU", "weights"]
+    assert row.split() == ["toy_unet_entry", "unet/test_resnet/bilinear", "toy", "2", "0.612",
+                           "https://models.example/toy_unet_entry"]

@@ -2,8 +2,10 @@
 
     segzoo list                      # names only
     segzoo list "unet*" --cost --size 512 512 --num-classes 19
+    segzoo list --pretrained         # trained entries: model, dataset, val mIoU, where the weights are
 """
 import argparse
+from pathlib import Path
 
 
 def main(argv=None, prog=None):
@@ -20,6 +22,9 @@ def main(argv=None, prog=None):
     import zoo
     from zoo.profile import summarize
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
+    if args.pretrained and not args.cost:
+        print(entry_table(names))
+        return
     if not args.cost:
         print("\n".join(names))
         return
@@ -27,6 +32,22 @@ def main(argv=None, prog=None):
     for name in names:
         row = summarize(name, tuple(args.size), num_classes=args.num_classes, upsample=args.upsample)
         print(f"{name:28s} {row['params_m']:10.2f} {row['gflops']:16.2f}")
+
+
+def entry_table(names: list[str]) -> str:
+    """One line per trained entry: what it builds, on what it was trained, its val mIoU
+    under its stored protocol, and whether its weights ship in the package."""
+    from zoo.entries import SHIPPED_INDEX, get_entry
+    rows = [("entry", "model", "dataset", "classes", "val mIoU", "weights")]
+    for name in names:
+        e = get_entry(name)
+        model = "/".join(str(e.model[k]) for k in ("name", "encoder", "upsample") if e.model.get(k))
+        miou = e.metrics.get("mIoU")
+        rows.append((name, model, e.dataset or "-", str(e.num_classes),
+                     f"{miou:.3f}" if isinstance(miou, (int, float)) else "-",
+                     "in the package" if Path(e.url).parent == SHIPPED_INDEX.parent else e.url))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 if __name__ == "__main__":
