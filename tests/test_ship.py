@@ -222,6 +222,32 @@ def test_recipe_starts_from_an_entry(shipped):
     assert torch.equal(predict(three), predict(entry))  # same shapes: every tensor loaded
 
 
+def test_recipe_starts_from_a_local_run_checkpoint_or_file(run, tmp_path):
+    """A second training stage (say at full resolution) starts from a run of the first:
+    its best checkpoint, a named checkpoint, or a weights file; a five-class head starts fresh."""
+    from zoo.engine.trainer import build_model
+    from zoo.recipe import RecipeError, recipe_from_dict
+    from tests.tiny_run import MODEL
+    run_dir, outputs = run
+    arch = {k: v for k, v in MODEL.items() if k != "num_classes"}
+    three = type("Three", (), {"classes": CLASSES})()
+    for source, iteration in ((run_dir, 2), (run_dir / "checkpoints" / "iter_000003", 3),
+                              (run_dir / "checkpoints" / "iter_000002" / hub.WEIGHTS, 2)):
+        model = build_model(recipe_from_dict({"model": {**arch, "pretrained": str(source)}}), three)
+        assert torch.equal(predict(model), outputs[iteration]), source
+        assert model.meta["initialised_from"] == str(source) and model.meta["skipped"] == []
+    with pytest.warns(UserWarning, match="head.classifier.weight"):
+        five = build_model(recipe_from_dict({"model": {**arch, "pretrained": str(run_dir)}}),
+                           type("Five", (), {"classes": list("abcde")})())
+    assert five.meta["skipped"] == ["head.classifier.weight", "head.classifier.bias"]
+    with pytest.raises(RecipeError, match=r"key 'model.name': required when model.pretrained is a local run"):
+        recipe_from_dict({"model": {"pretrained": str(run_dir)}})
+    with pytest.raises(FileNotFoundError, match=r"no_such_run: not a run folder, checkpoint folder, published"):
+        zoo.create(pretrained=str(tmp_path / "no_such_run"), **arch)
+    with pytest.raises(TypeError, match=r"give the model's name \(and arguments\) too, or zoo.load\(\) it"):
+        zoo.create(pretrained=str(run_dir))
+
+
 @pytest.mark.slow
 def test_ship_a_run_of_the_trainer(tmp_path, monkeypatch):
     """tools/train.py for four iterations, tools/eval.py, then --ship with that evaluation."""

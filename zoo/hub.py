@@ -69,6 +69,9 @@ def create(name: str | None, pretrained: bool | str = False, **kwargs) -> nn.Mod
     """`zoo.create` for names with trained weights: an entry, an `hf-hub:` repository, or
     `pretrained=<entry>` to start the model `name` builds from that entry's weights."""
     if isinstance(pretrained, str) and pretrained:
+        if (name is None or name == pretrained) and local_weights(pretrained) is not None:
+            raise TypeError(f"create(pretrained={pretrained!r}) starts a model from a local run's "
+                            "weights: give the model's name (and arguments) too, or zoo.load() it")
         if name is None or name == pretrained:
             return create(pretrained, pretrained=True, **kwargs)
         base = dict(get_entry(name).model) if name in ENTRIES else {"name": name}
@@ -131,14 +134,34 @@ def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = 
     return model
 
 
+def local_weights(source: str) -> Path | None:
+    """The weights file a local path names: a run folder (its best checkpoint), one of its
+    checkpoint folders, a published folder or a `.safetensors` file; None for other sources."""
+    from zoo.runfolder import resolve_run
+    path = local_path(source)
+    looks_like_path = "/" in source or os.sep in source or source.endswith(".safetensors")
+    if path is None or source in ENTRIES or not (path.exists() or looks_like_path):
+        return None  # a URL, or an entry's name
+    if (path / "checkpoints").is_dir():
+        return resolve_run(path, "best") / WEIGHTS
+    if path.is_dir() and (path / WEIGHTS).is_file():
+        return path / WEIGHTS
+    if path.suffix == ".safetensors" and path.is_file():
+        return path
+    raise FileNotFoundError(f"{source}: not a run folder, checkpoint folder, published folder or "
+                            ".safetensors file to start from")
+
+
 def init_from(model: nn.Module, source: str) -> nn.Module:
-    """Start `model` from an entry's weights (a name or `hf-hub:...`), skipping the tensors
-    whose shapes differ; a recipe's `model.pretrained: <entry>`."""
+    """Start `model` from trained weights, skipping the tensors whose shapes differ: an entry's
+    (a name or `hf-hub:...`) or a local run's (a run, checkpoint or published folder, or a
+    `.safetensors` file: a second stage of training, say at full resolution); a recipe's
+    `model.pretrained`."""
     if source.startswith(HF_PREFIX):
         from zoo import hf
         weights, _, _ = hf.download(source, with_weights=True)
     else:
-        weights = entry_weights(get_entry(source))
+        weights = local_weights(source) or entry_weights(get_entry(source))
     model.meta = {"initialised_from": source,
                   "skipped": load_weights(model, weights, source, skip_mismatched=True)}
     return model

@@ -263,8 +263,12 @@ def validate_model(model: dict) -> None:
     if not isinstance(model, dict):
         raise RecipeError(f"key 'model': expected mapping, got {describe(model)}")
     name = model.get("name")
-    if name is None and isinstance(model.get("pretrained"), str):
-        name = model["pretrained"]  # starting from an entry: its architecture by default
+    start = model.get("pretrained")
+    if name is None and isinstance(start, str) and ("/" in start or start.endswith(".safetensors")):
+        raise RecipeError(f"key 'model.name': required when model.pretrained is a local run or file "
+                          f"({start!r}); only an entry's name gives its own architecture")
+    if name is None and isinstance(start, str):
+        name = start  # starting from an entry: its architecture by default
     if name is None:
         raise RecipeError("key 'model.name': required (a registered model name)")
     _check_value(name, str, "model.name")
