@@ -55,6 +55,16 @@ def test_card_rows_come_from_the_index(fake_index):
     assert str(fake_index.parent) not in section  # the resolved weights path is not printed
 
 
+def test_card_names_a_calibrated_entrys_logit_bias(fake_index):
+    row = _row("fcn_c", 0.6, "test_resnet")
+    row["model"]["logit_bias"] = [0.25, -0.0]
+    fake_index.write_text(json.dumps({"entries": [row]}))
+    section = card.render_entries()
+    assert "- **Logit bias**: the entry's `logit_bias` argument, added to the logits" in section
+    assert "sky +0.25, road +0.00" in section
+    assert "logit_bias=" not in section  # the Load line shows the architecture without it
+
+
 def test_update_card_keeps_the_other_sections(fake_index, tmp_path):
     path = tmp_path / "MODEL_CARD.md"
     shutil.copy(REPO / "MODEL_CARD.md", path)

@@ -58,7 +58,7 @@ def details(e: hub.Entry) -> dict:
     pictures = [f"[{Path(p).stem}]({p})" for p in e.pictures]
     out = {
         "Load": f"`zoo.create({e.name!r}, pretrained=True)`; architecture "
-                f"`zoo.create({', '.join(f'{k}={v!r}' for k, v in e.model.items() if v is not None)})`",
+                f"`zoo.create({', '.join(f'{k}={v!r}' for k, v in e.model.items() if v is not None and k != 'logit_bias')})`",
         "Weights": f"{_where(e)} (sha256 `{e.sha256}`)" + (f", license {e.license}" if e.license else ""),
         "Classes": f"{e.dataset or 'unknown data'}, {e.num_classes}: {', '.join(e.classes)}",
         "Evaluation": protocol(e.eval_protocol),
@@ -69,6 +69,11 @@ def details(e: hub.Entry) -> dict:
                        "cameras, places and classes; the metrics hold for the protocol above only; "
                        "not validated for safety-critical use (driving, medicine).",
     }
+    bias = e.model.get("logit_bias")
+    if bias:
+        out["Logit bias"] = ("the entry's `logit_bias` argument, added to the logits: it undoes the "
+                             "class-weighted loss's prior as `segzoo calibrate` chose it on the train split: "
+                             + ", ".join(f"{c} {b + 0.0:+.2f}" for c, b in zip(e.classes, bias)))  # + 0.0: no "-0.00"
     if e.notes:
         out["Notes"] = e.notes
     return out

@@ -75,12 +75,22 @@ def create(name: str | None, pretrained: bool | str = False, **kwargs) -> nn.Mod
         if name is None or name == pretrained:
             return create(pretrained, pretrained=True, **kwargs)
         base = dict(get_entry(name).model) if name in ENTRIES else {"name": name}
-        return init_from(build_architecture({**base, **kwargs}), pretrained)
+        return init_from(build_architecture(with_overrides(base, kwargs)), pretrained)
     if name is None:
         raise TypeError("create() needs a model name (or pretrained=<entry name>)")
     if name.startswith(HF_PREFIX):
         return create_from_hub(name, pretrained=bool(pretrained), **kwargs)
     return create_entry(name, pretrained=bool(pretrained), **kwargs)
+
+
+def with_overrides(base: dict, kwargs: dict) -> dict:
+    """An entry's (or repository's) model arguments changed by the caller's; its
+    `logit_bias`, made for its classes, is dropped when `num_classes` changes."""
+    args = {**base, **kwargs}
+    if (registry.LOGIT_BIAS in base and registry.LOGIT_BIAS not in kwargs
+            and args.get("num_classes") != base.get("num_classes")):
+        del args[registry.LOGIT_BIAS]
+    return args
 
 
 class _Source:
@@ -107,11 +117,11 @@ def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     `pretrained=False`: the same architecture with fresh weights."""
     entry = get_entry(name)
     if not pretrained:
-        return registry.create(**{**entry.model, **kwargs})
+        return registry.create(**with_overrides(entry.model, kwargs))
     if "encoder_weights" in kwargs:
         raise ValueError(f"{entry.name}: encoder_weights has no effect with pretrained=True "
                          "(the entry's weights cover the whole model)")
-    model = build_architecture({**entry.model, **kwargs})
+    model = build_architecture(with_overrides(entry.model, kwargs))
     skipped = load_weights(model, entry_weights(entry), entry.name, skip_mismatched=True)
     model.meta = entry.meta()
     if skipped:
@@ -127,7 +137,7 @@ def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = 
     change it, as for entries); `pretrained=True` also loads its weights (see zoo.hf)."""
     from zoo import hf
     weights, model_kwargs, meta = hf.download(source, sha256=sha256, with_weights=pretrained)
-    model = build_architecture({**model_kwargs, **kwargs})
+    model = build_architecture(with_overrides(model_kwargs, kwargs))
     if pretrained:
         meta["skipped"] = load_weights(model, weights, source, skip_mismatched=True)
         model.meta = meta
@@ -224,8 +234,8 @@ def build_architecture(model_kwargs: dict) -> nn.Module:
     kwargs.pop("encoder_weights", None)
     # The builder directly, not create(): create() drops None, and None is the point here.
     extra = {"encoder_weights": None} if "encoder_weights" in params else {}
-    model = registry.resolve_name(name)(**kwargs, **extra)
-    model.config = {"name": name, **kwargs}
+    model = registry.build(name, {**kwargs, **extra})
+    model.config.pop("encoder_weights", None)  # the trained weights cover the encoder
     return model
 
 

@@ -10,6 +10,9 @@ Names with trained weights (zoo entries, `hf-hub:` repositories) are served by
 `zoo.hub`, which sits above the registry: it plugs itself in with
 `register_weights`, and `create`, `resolve_name` and `list_models` ask it first.
 The registry imports no hub; arrows run hub -> registry -> models.
+
+Every architecture also takes `logit_bias` (one value per class, added to the
+logits; see `zoo.models.base`), which `build` applies after the builder runs.
 """
 from __future__ import annotations
 
@@ -94,7 +97,30 @@ def builder_params(name: str) -> dict[str, inspect.Parameter]:
         if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         params[p.name] = p.replace(default=bound[p.name]) if p.name in bound else p
+    params.setdefault(LOGIT_BIAS, inspect.Parameter(LOGIT_BIAS, inspect.Parameter.KEYWORD_ONLY, default=None))
     return params
+
+
+LOGIT_BIAS = "logit_bias"
+
+
+def build(name: str, kwargs: dict) -> nn.Module:
+    """`name`'s builder called with `kwargs` (already checked against `builder_params`),
+    `logit_bias` set on the model, and `model.config` enough to rebuild it."""
+    kwargs = dict(kwargs)
+    bias = kwargs.pop(LOGIT_BIAS, None)
+    model = resolve_name(name)(**kwargs)
+    if bias is not None:
+        if not hasattr(model, "set_logit_bias"):
+            raise ValueError(f"{name}: builds a {type(model).__name__}, which takes no logit_bias")
+        default = builder_params(name).get("num_classes")
+        k = kwargs.get("num_classes", default.default if default is not None else len(bias))
+        if len(bias) != k:
+            raise ValueError(f"{name}: logit_bias has {len(bias)} values for {k} classes")
+        model.set_logit_bias(bias)
+        kwargs[LOGIT_BIAS] = [float(b) for b in bias]
+    model.config = {"name": name, **kwargs}  # enough to rebuild it: create(**model.config)
+    return model
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -119,15 +145,12 @@ def create(name: str | None = None, pretrained: bool | str = False, **kwargs) ->
             raise ValueError(f"create({name!r}, pretrained={pretrained!r}): no source of trained weights "
                              "is registered (import zoo.hub)")
         return _WEIGHTS[0].create(name, pretrained, **kwargs)
-    builder = resolve_name(name)
     params = builder_params(name)
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; "
                          f"valid: {', '.join(params)}")
-    model = builder(**kwargs)
-    model.config = {"name": name, **kwargs}  # enough to rebuild it: create(**model.config)
-    return model
+    return build(name, kwargs)
 
 
 def _load_models() -> None:

@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from zoo.fileio import atomic_write_json
 
 FORMAT = "segzoo-checkpoint/1"
+CALIBRATED_PICTURES = "pictures-calibrated"  # `segzoo eval --calibration` writes them; `--ship` takes them
 _TENSOR = "__tensor__"
 
 

@@ -95,9 +95,11 @@ def write_index(weights_dir: Path, entries: dict[str, hub.Entry]) -> None:
     atomic_write_json(Path(weights_dir) / "index.json", {"format": INDEX_FORMAT, "entries": rows})
 
 
-def _metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict]:
-    """(metrics, eval protocol): an evaluation file of this very checkpoint, else the
-    checkpoint's own val metrics."""
+def _metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict, list | None]:
+    """(metrics, eval protocol, logit bias): an evaluation file of this very checkpoint
+    (with the logit bias it was measured with, from `segzoo eval --calibration`), else
+    the checkpoint's own val metrics."""
+    bias = None
     if eval_file is None:
         metrics, protocol = dict(meta.get("metrics") or {}), dict(meta.get("eval_protocol") or {})
         where = f"{ckpt}/meta.json"
@@ -110,10 +112,11 @@ def _metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict
         metrics = {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou", "split")
                    if k in result}
         protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
+        bias = result.get("logit_bias")
     missing = [k for k in ("mIoU", "pixel_acc", "per_class_iou") if k not in metrics]
     if missing:
         raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
-    return metrics, protocol
+    return metrics, protocol, bias
 
 
 def _check_gain(name: str, old: hub.Entry | None, miou: float, force: bool) -> None:
@@ -139,6 +142,19 @@ def write_fp16(src: Path, dst: Path) -> None:
     save_file(half, str(dst), metadata={"format": hub.PUBLISHED_FORMAT, "dtype": "float16"})
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two safetensors files hold equal tensors and metadata. Their bytes may
+    still differ: safetensors writes the metadata's keys in no fixed order."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        if fa.metadata() != fb.metadata():
+            return False
+    ta, tb = load_file(str(a)), load_file(str(b))
+    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def check_budget(weights_dir: Path, name: str, new_file: Path) -> None:
     """30 MB per file, 64 MB in all (the other shipped files plus `new_file`)."""
     size = new_file.stat().st_size
@@ -152,8 +168,9 @@ def check_budget(weights_dir: Path, name: str, new_file: Path) -> None:
                         f"{MAX_TOTAL_BYTES / 1e6:.0f} MB budget")
 
 
-def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path) -> list[str]:
-    pictures = Path(run_dir) / "pictures"
+def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path, calibrated: bool = False) -> list[str]:
+    from zoo.runfolder import CALIBRATED_PICTURES
+    pictures = Path(run_dir) / (CALIBRATED_PICTURES if calibrated else "pictures")
     chosen = sorted(p for p in pictures.glob("*.png") if p.name != "confusion.png")[:NUM_PREDICTIONS]
     if (pictures / "confusion.png").is_file():
         chosen.insert(0, pictures / "confusion.png")
@@ -183,7 +200,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
     hub.check_entry_name(name, f"--ship {name}")
     ckpt = resolve_run(run_dir, pointer)
     meta = load_meta(ckpt)
-    metrics, protocol = _metrics(ckpt, meta, Path(eval_file) if eval_file else None)
+    metrics, protocol, bias = _metrics(ckpt, meta, Path(eval_file) if eval_file else None)
     shipped = read_shipped(weights_dir)
     _check_gain(name, shipped.get(name), float(metrics["mIoU"]), force)
 
@@ -192,10 +209,13 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         write_fp16(ckpt / hub.WEIGHTS, tmp)
         check_budget(weights_dir, name, tmp)
         model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
+        if bias is not None:  # the evaluation shipped was measured with it (segzoo calibrate)
+            model_kwargs["logit_bias"] = [float(b) for b in bias]
         model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
         cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
         final = weights_dir / f"{name}.safetensors"
-        os.replace(tmp, final)
+        if not (final.is_file() and same_weights(final, tmp)):
+            os.replace(tmp, final)  # else the shipped file stays, byte for byte (a re-ship with a new bias)
     finally:
         tmp.unlink(missing_ok=True)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
@@ -207,7 +227,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         recipe=placeholders(recipe), speed=speed, cost=cost, recipe_file=recipe_file,
         command=command or (f"python tools/train.py {recipe_file}" if recipe_file else ""),
         machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"),
-        pictures=_pictures(run_dir, name, docs_dir, card.parent))
+        pictures=_pictures(run_dir, name, docs_dir, card.parent, calibrated=bias is not None))
     write_index(weights_dir, {**shipped, name: entry})
     from zoo import card as card_mod
     card_mod.update_card(card, read_shipped(weights_dir))

@@ -17,6 +17,7 @@ import sys
 COMMANDS = {
     "train": ("train", "train a model from a recipe (a file or a packaged recipe's name)"),
     "eval": ("eval", "evaluate a run folder, published folder or zoo entry"),
+    "calibrate": ("calibrate", "undo class-weighted training's prior: a logit bias chosen on the train split"),
     "predict": ("predict", "predict masks and overlays for image files"),
     "ablate": ("ablate", "train a decoder ablation grid and write its report"),
     "export": ("export", "export to ONNX and torch.export, checking parity"),

@@ -4,12 +4,14 @@
     segzoo eval runs/unet_ps --split val --mode slide --crop-size 360 480
     segzoo eval runs/pspnet_voc --scales 0.75 1.0 1.25 --flip
     segzoo eval dist/unet_resnet18_camvid --data-root /data/camvid   # a published folder
+    segzoo eval runs/unet_ps --calibration runs/unet_ps/calibration.json   # see segzoo calibrate
 
 The model is a run folder, a published folder (its config.json carries the
 recipe) or a zoo entry's name; the dataset is the recipe's. A run folder keeps
 the result as eval-<split>-<mode>.json (what `segzoo publish --eval` ships);
-other scales, flip, windows or --max-images add a suffix (eval-val-whole-s0.5_0.75-flip.json),
-so trying them never overwrites it.
+other scales, flip, windows, --max-images or --calibration add a suffix
+(eval-val-whole-s0.5_0.75-flip.json, eval-val-whole-calibrated.json), so trying them
+never overwrites it.
 """
 import argparse
 import json
@@ -29,6 +31,9 @@ def main(argv=None, prog=None):
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data.root)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="a calibration.json from `segzoo calibrate`: add its logit_bias to the logits "
+                        "(the result file gets a -calibrated suffix)")
     args = p.parse_args(argv)
 
     from zoo.commands.errors import run
@@ -36,7 +41,7 @@ def main(argv=None, prog=None):
     result = run(evaluate_run, args.model, split=args.split, pointer=args.checkpoint,
                  device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                  scales=args.scales, flip=args.flip, max_images=args.max_images,
-                 data_root=args.data_root)
+                 data_root=args.data_root, calibration=args.calibration)
     headline = {k: round(result[k], 4) for k in ("mIoU", "pixel_acc", "mean_acc", "boundary_iou",
                                                   "trimap_miou")}
     print(json.dumps({**headline, "protocol": result["protocol"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from zoo.fileio import atomic_write_json
+from zoo.runfolder import CALIBRATED_PICTURES
 
 
 def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
@@ -32,11 +33,12 @@ def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     return model, model.meta, recipe
 
 
-def eval_file_name(split: str, protocol: dict, stored: dict, max_images: int | None = None) -> str:
+def eval_file_name(split: str, protocol: dict, stored: dict, max_images: int | None = None,
+                   calibrated: bool = False) -> str:
     """`eval-<split>-<mode>.json` for the protocol stored with the weights, the file
-    `segzoo publish --eval` reads; an overridden scale set, flip, window or a
-    `--max-images` cut adds a suffix, so that trying another protocol never
-    overwrites the stored protocol's result."""
+    `segzoo publish --eval` reads; an overridden scale set, flip, window, a
+    `--max-images` cut or a calibration adds a suffix, so that trying another
+    protocol never overwrites the stored protocol's result."""
     parts = [f"eval-{split}-{protocol['mode']}"]
     if list(protocol.get("scales") or [1.0]) != list(stored.get("scales") or [1.0]):
         parts.append("s" + "_".join(f"{float(s):g}" for s in protocol["scales"]))
@@ -48,16 +50,21 @@ def eval_file_name(split: str, protocol: dict, stored: dict, max_images: int | N
             parts.append(key.split("_")[0] + "x".join(str(int(v)) for v in value))
     if max_images is not None:
         parts.append(f"first{int(max_images)}")
+    if calibrated:
+        parts.append("calibrated")
     return "-".join(parts) + ".json"
 
 
 def evaluate_run(source, *, split: str | None = None, pointer: str = "best", device="auto",
                  mode=None, crop_size=None, stride=None, scales=None, flip=None,
-                 max_images=None, data_root: str | None = None) -> dict:
+                 max_images=None, data_root: str | None = None, calibration=None) -> dict:
     """Evaluate a trained model (a run folder, a published folder whose config.json
     carries the recipe, or an entry with one) with the protocol stored with its
     weights, any part of which can be overridden. `data_root` replaces the
-    recipe's `data.root`. A run folder gets the result as `eval_file_name(...)`."""
+    recipe's `data.root`. `calibration`: a calibration file (`segzoo calibrate`) whose
+    `logit_bias` the model adds to its logits; the result records it, and
+    `segzoo publish --ship --eval` ships it. A run folder gets the result as
+    `eval_file_name(...)`."""
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
     from zoo.data import make_dataset
@@ -65,6 +72,11 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     dev = device_for(device, what="--device")
     src = load_source(source, pointer=pointer, device=dev)
     model, meta = src.model, src.meta
+    bias = (getattr(model, "config", None) or {}).get("logit_bias")
+    if calibration is not None:
+        from zoo.engine.calibrate import read_calibration
+        bias = read_calibration(calibration)
+        model.set_logit_bias(bias)
     recipe = require_recipe(src, source, "evaluation")
     if data_root is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
@@ -74,7 +86,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
         if value is not None:
             protocol[key] = value
     split = split or recipe.data.val_split
-    dataset = make_dataset(recipe.data, split, train=False)
+    full = dataset = make_dataset(recipe.data, split, train=False)
     ignore_index = dataset.ignore_index
     if max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
@@ -85,9 +97,18 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
                       stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
                       flip=bool(protocol.get("flip")))
     result["split"] = split
+    if bias is not None:
+        result["logit_bias"] = [float(b) for b in bias]
+        if calibration is not None:
+            result["calibration"] = str(calibration)
     if src.run_dir is not None:
         result["checkpoint"] = str(find_checkpoint(src.run_dir, pointer))
-        atomic_write_json(src.run_dir / eval_file_name(split, protocol, stored, max_images), result)
+        atomic_write_json(src.run_dir / eval_file_name(split, protocol, stored, max_images,
+                                                                calibrated=calibration is not None), result)
+        if calibration is not None:  # the pictures `--ship` takes with a calibrated evaluation
+            from zoo.engine.visualize import write_pictures
+            write_pictures(model, full, src.run_dir / CALIBRATED_PICTURES, result, meta["classes"], dev,
+                           recipe.log.num_images, protocol)
     else:
         result["checkpoint"] = str(meta.get("source", source))
     return result

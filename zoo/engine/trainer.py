@@ -63,10 +63,11 @@ def build_model(recipe: Recipe, dataset) -> nn.Module:
     return zoo.create(**args)
 
 
-def build_criterion(recipe: Recipe, dataset, device):
-    from zoo.engine.losses import build_loss, class_frequencies, median_frequency_weights
-    t = recipe.train
-    weights = t.class_weights
+def class_weights(recipe: Recipe, dataset) -> torch.Tensor | None:
+    """The loss's per-class weights, (K,) float32, or None: `train.class_weights` as
+    given, or computed from the training `dataset` for "median_frequency"."""
+    from zoo.engine.losses import class_frequencies, median_frequency_weights
+    weights = recipe.train.class_weights
     if weights == "median_frequency":
         weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes),
                                                               dataset.ignore_index))
@@ -75,8 +76,14 @@ def build_criterion(recipe: Recipe, dataset, device):
         if weights.numel() != len(dataset.classes):
             raise ValueError(f"train.class_weights has {weights.numel()} values for "
                              f"{len(dataset.classes)} classes")
+    return weights
+
+
+def build_criterion(recipe: Recipe, dataset, device):
+    from zoo.engine.losses import build_loss
+    t = recipe.train
     return build_loss(t.loss, num_classes=len(dataset.classes), ignore_index=dataset.ignore_index,
-                      class_weights=weights, aux_weight=t.aux_weight).to(device)
+                      class_weights=class_weights(recipe, dataset), aux_weight=t.aux_weight).to(device)
 
 
 def eval_protocol(eval_cfg) -> dict:

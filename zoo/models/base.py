@@ -4,6 +4,11 @@ The head returns logits at the input's size through its own upsamplers, so
 no final resize hides an off-by-one; `forward` checks the size instead.
 `model.upsampling()` says, per decoder step, which method runs and what it
 reads (which encoder max-pool's switches, which guide).
+
+`logit_bias` (one value per class, `zoo.create(..., logit_bias=[...])`) is added
+to the logits: `segzoo calibrate` sets it to undo the prior that class-weighted
+training builds in. It lives in the model's config, not its state dict, so
+weights trained without it load either way.
 """
 from __future__ import annotations
 
@@ -23,6 +28,18 @@ class SegmentationModel(nn.Module):
         self.aux_head = aux_head
         self.aux_index = aux_index
         self.config: dict = {}
+        self.register_buffer("logit_bias", None, persistent=False)
+
+    def set_logit_bias(self, bias) -> None:
+        """Add `bias` (K values, or None for none) to the logits from now on."""
+        if bias is None:
+            self.logit_bias = None
+            return
+        t = torch.as_tensor(bias, dtype=torch.float32)
+        if t.ndim != 1 or not torch.isfinite(t).all():
+            raise ValueError(f"logit_bias must be a list of finite numbers, one per class; got {bias!r}")
+        ref = next(self.parameters(), None)
+        self.logit_bias = t.to(ref.device) if ref is not None else t
 
     def forward(self, x: Tensor, aux: bool = False):
         enc = self.encoder(x)
@@ -30,6 +47,11 @@ class SegmentationModel(nn.Module):
         if logits.shape[-2:] != x.shape[-2:]:
             raise RuntimeError(f"head returned {tuple(logits.shape[-2:])} for input "
                                f"{tuple(x.shape[-2:])}")
+        if self.logit_bias is not None:
+            if self.logit_bias.numel() != logits.shape[1]:
+                raise RuntimeError(f"logit_bias has {self.logit_bias.numel()} values for "
+                                   f"{logits.shape[1]} classes")
+            logits = logits + self.logit_bias.to(logits.dtype).view(1, -1, 1, 1)
         if not aux:
             return logits
         aux_logits = None

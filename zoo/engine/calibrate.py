@@ -1,0 +1,116 @@
+"""Undo the class prior that class-weighted training builds into a model.
+
+Cross-entropy with class weights `w` learns scores whose softmax leans toward
+`w_c * p(c | x)`, so the argmax over-predicts the up-weighted classes (the CamVid
+U-Net entry, trained with median-frequency weights, marks 2.8x as many pixels
+"pole" as there are). Adding `b_c = -alpha * log(w_c)` to the logits moves the
+decision back: alpha = 1 undoes the weighting exactly (logit adjustment, Menon et
+al., ICLR 2021), alpha = 0 keeps it, and mIoU, which rewards rare classes' recall
+as well as their precision, usually peaks in between.
+
+`calibrate` measures mIoU for a grid of alphas on one split, under the protocol
+stored with the weights, and keeps the best. The default split is the training
+split, so that the val figures measured afterwards (`segzoo eval RUN
+--calibration RUN/calibration.json`) stay a check the choice never saw. The bias
+is part of the model's config (`zoo.create(..., logit_bias=[...])`), not of its
+weights; `segzoo publish --ship` ships the bias of the evaluation it ships.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from zoo.fileio import atomic_write_json
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+FILE = "calibration.json"
+
+
+def prior_bias(weights: Sequence[float], alpha: float) -> list[float]:
+    """`-alpha * log(w_c)` per class; weights must be positive."""
+    bad = [w for w in weights if not w > 0]
+    if bad:
+        raise ValueError(f"class weights must be positive to undo them; got {bad[0]!r}")
+    return [-alpha * math.log(float(w)) + 0.0 for w in weights]  # + 0.0 turns -0.0 into 0.0
+
+
+def spread(n: int, count: int | None) -> list[int]:
+    """`count` indices spread evenly over range(n) (all of them when count is None or >= n):
+    a dataset listed sequence by sequence is sampled across its sequences."""
+    if count is None or count >= n:
+        return list(range(n))
+    if count < 1:
+        raise ValueError(f"--max-images must be >= 1, got {count}")
+    return sorted({int(i * n / count) for i in range(count)})
+
+
+def read_calibration(path) -> list[float]:
+    """The `logit_bias` a calibration file (written by `calibrate`) chose."""
+    import json
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        bias = data["logit_bias"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such calibration file (segzoo calibrate RUN writes one)") from None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: not a calibration file (expected JSON with 'logit_bias', "
+                         "as segzoo calibrate writes)") from None
+    if not isinstance(bias, list) or not all(isinstance(b, (int, float)) for b in bias):
+        raise ValueError(f"{path}: 'logit_bias' must be a list of numbers, got {bias!r}")
+    return [float(b) for b in bias]
+
+
+def calibrate(source, *, split: str | None = None, max_images: int | None = None,
+              alphas: Sequence[float] = ALPHAS, pointer: str = "best", device="auto",
+              data_root: str | None = None) -> dict:
+    """Score `alphas` on `split` (default: the recipe's training split) and return the
+    result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
+    `calibration.json`. Needs the source's recipe, whose `train.class_weights` it undoes."""
+    from zoo.data import make_dataset
+    from zoo.engine.distributed import device_for
+    from zoo.engine.evaluate import evaluate
+    from zoo.engine.trainer import class_weights
+    from zoo.sources import load_source, require_recipe
+    alphas = sorted({float(a) for a in alphas})
+    if not alphas or any(a < 0 for a in alphas):
+        raise ValueError(f"alphas must be one or more numbers >= 0, got {list(alphas)}")
+    dev = device_for(device, what="--device")
+    src = load_source(source, pointer=pointer, device=dev)
+    recipe = require_recipe(src, source, "calibration")
+    if data_root is not None:
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
+    if recipe.train.class_weights is None:
+        raise ValueError(f"{source}: its recipe trains without train.class_weights, so there is no "
+                         "class prior to undo")
+    if not hasattr(src.model, "set_logit_bias"):
+        raise ValueError(f"{source}: a {type(src.model).__name__} takes no logit_bias")
+    weights = class_weights(recipe, make_dataset(recipe.data, recipe.data.train_split, train=False))
+    split = split or recipe.data.train_split
+    dataset = make_dataset(recipe.data, split, train=False)
+    ignore_index = dataset.ignore_index
+    chosen = spread(len(dataset), max_images)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen), batch_size=1,
+                                         num_workers=min(recipe.data.num_workers, 2))
+    meta = src.meta
+    protocol = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
+    rows = []
+    for alpha in alphas:
+        src.model.set_logit_bias(prior_bias(weights.tolist(), alpha))
+        r = evaluate(src.model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
+                     ignore_index=ignore_index, device=dev, mode=protocol["mode"],
+                     crop_size=protocol.get("crop_size"), stride=protocol.get("stride"),
+                     scales=tuple(protocol.get("scales") or (1.0,)), flip=bool(protocol.get("flip")))
+        rows.append({"alpha": alpha, "mIoU": r["mIoU"], "pixel_acc": r["pixel_acc"],
+                     "per_class_iou": r["per_class_iou"]})
+    best = max(rows, key=lambda row: (row["mIoU"], -row["alpha"]))  # ties: the smaller change
+    result = {"source": str(source), "split": split, "images": len(chosen), "max_images": max_images,
+              "protocol": protocol, "class_weights": weights.tolist(), "alphas": rows,
+              "alpha": best["alpha"], "logit_bias": prior_bias(weights.tolist(), best["alpha"])}
+    if src.run_dir is not None:
+        atomic_write_json(Path(src.run_dir) / FILE, result)
+        result["written"] = str(Path(src.run_dir) / FILE)
+    return result
