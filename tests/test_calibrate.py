@@ -95,7 +95,8 @@ def test_calibrate_scores_each_alpha_and_keeps_the_best(weighted_run):
     best = max(r["alphas"], key=lambda row: (row["mIoU"], -row["alpha"]))
     assert r["alpha"] == best["alpha"]
     assert r["logit_bias"] == pytest.approx(prior_bias([0.5, 1.0, 2.0, 4.0, 1.0, 8.0], r["alpha"]))
-    assert json.loads((weighted_run / "calibration.json").read_text())["logit_bias"] == r["logit_bias"]
+    assert json.loads((weighted_run / "calibration-val.json").read_text())["logit_bias"] == r["logit_bias"]
+    assert not (weighted_run / "calibration.json").exists()  # the run's calibration comes from train
     # each row is what evaluating the model with that bias gives
     model, meta, recipe = load_run(weighted_run)
     model.set_logit_bias(prior_bias(r["class_weights"], 1.0))
@@ -107,7 +108,7 @@ def test_calibrate_scores_each_alpha_and_keeps_the_best(weighted_run):
 def test_calibrated_evaluation_is_kept_apart_and_ships_its_bias(weighted_run, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     shutil.copytree(weighted_run, run_dir)
-    cal = calibrate(run_dir, split="val", alphas=[1.0], device="cpu")
+    cal = calibrate(run_dir, alphas=[1.0], device="cpu")
     plain = evaluate_run(run_dir, device="cpu")
     calibrated = evaluate_run(run_dir, device="cpu", calibration=run_dir / "calibration.json")
     assert calibrated["logit_bias"] == cal["logit_bias"] and "logit_bias" not in plain

@@ -10,7 +10,8 @@ adds -alpha * log(class weight) to the logits, scores each alpha's mIoU on the
 split under the protocol stored with the weights, and writes the best to
 <run>/calibration.json. The default split is the training split, so that the val
 figures `segzoo eval --calibration` measures afterwards are a held-out check of
-the choice. See zoo/engine/calibrate.py.
+the choice; `--split val` shows val's own best beside it (calibration-val.json,
+which never replaces the run's calibration). See zoo/engine/calibrate.py.
 """
 import argparse
 
@@ -42,8 +43,9 @@ def main(argv=None, prog=None):
         print(f"{row['alpha']:5.2f}  {row['mIoU']:.4f}  "
               + " ".join(_iou(row["per_class_iou"][n]) for n in names) + mark)
     where = r.get("written")
-    print(f"chosen alpha {r['alpha']:g}" + (f"; wrote {where}" if where else "")
-          + (f"\nnext: segzoo eval {args.model} --calibration {where}" if where else ""))
+    print(f"chosen alpha {r['alpha']:g}" + (f"; wrote {where}" if where else ""))
+    if where and where.endswith("/calibration.json"):
+        print(f"next: segzoo eval {args.model} --calibration {where}")
 
 
 def _iou(v) -> str:

@@ -69,7 +69,7 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
               data_root: str | None = None) -> dict:
     """Score `alphas` on `split` (default: the recipe's training split) and return the
     result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
-    `calibration.json`. Needs the source's recipe, whose `train.class_weights` it undoes."""
+    `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe, whose `train.class_weights` it undoes."""
     from zoo.data import make_dataset
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
@@ -111,6 +111,9 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
               "protocol": protocol, "class_weights": weights.tolist(), "alphas": rows,
               "alpha": best["alpha"], "logit_bias": prior_bias(weights.tolist(), best["alpha"])}
     if src.run_dir is not None:
-        atomic_write_json(Path(src.run_dir) / FILE, result)
-        result["written"] = str(Path(src.run_dir) / FILE)
+        # Only the training split's choice is the run's calibration; a look at another
+        # split (val, to check the choice) goes beside it and never replaces it.
+        name = FILE if split == recipe.data.train_split else f"calibration-{split}.json"
+        atomic_write_json(Path(src.run_dir) / name, result)
+        result["written"] = str(Path(src.run_dir) / name)
     return result
