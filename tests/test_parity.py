@@ -57,6 +57,41 @@ def test_residual_encoders_from_scratch_do_not_zero_init_their_last_norm(encoder
     assert last_norms and all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in last_norms)
 
 
+def test_val_pads_frames_that_smp_pspnet_refuses_and_scores_the_original_pixels():
+    """smp's PSPNet refuses a 180x240 frame (180 is not a multiple of 8); both models of a
+    pair get the same zero-padded frame and are scored on the original pixels only."""
+    ours, theirs, _ = parity.build_pair("pspnet", "resnet18", 3)
+    assert parity.input_multiple(ours, theirs) == 8 and parity.input_multiple(ours) == 1
+    assert parity.input_multiple(*parity.build_pair("unet", "resnet18", 3)[:2]) == 1
+    seen = []
+
+    class Left(torch.nn.Module):  # class 0 on the frame's left half, 1 on its right; records its input
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            out = torch.zeros(1, 3, *x.shape[-2:])
+            out[:, 0, :, : x.shape[-1] // 2] = 1
+            out[:, 1, :, x.shape[-1] // 2:] = 1
+            return out
+
+    class Frame:
+        ignore_index = 255
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            mask = torch.zeros(10, 12, dtype=torch.long)
+            mask[:, 6:] = 1
+            return {"image": torch.zeros(3, 10, 12), "mask": mask}
+
+    assert parity.val_miou(Left(), Frame(), 3, "cpu", multiple=1) == 1.0
+    # padded to 16x16 the model splits at column 8, not 6: 2 of 12 columns per row go wrong
+    assert parity.val_miou(Left(), Frame(), 3, "cpu", multiple=8) == pytest.approx((60 / 80 + 40 / 60) / 2)
+    assert seen == [(10, 12), (16, 16)]
+    with pytest.raises(RuntimeError, match="divisible by 8"):
+        theirs.eval()(torch.zeros(1, 3, 180, 240))
+
+
 def test_summary_takes_the_last_forty_percent_of_the_curve():
     runs = [{"zoo": {"loss": [9.0] * 6 + [1.0] * 4, "val_mIoU": 0.5, "params": 2e6, "step_s": 1.0},
              "smp": {"loss": [9.0] * 6 + [3.0] * 4, "val_mIoU": 0.3, "params": 1e6, "step_s": 2.0}},

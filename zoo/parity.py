@@ -26,6 +26,7 @@ random `crop`s plus horizontal flips for training, val frames resized to
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -89,14 +90,32 @@ def poly(optimizer, iters: int, power: float = 0.9):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 - min(t, iters) / iters) ** power)
 
 
+def input_multiple(*models: nn.Module) -> int:
+    """The size every side of an input must be a multiple of for all `models`: smp's
+    PSPNet refuses a 180x240 frame (not a multiple of its stride, 8), the zoo's
+    models and smp's U-Net take any size."""
+    multiple = 1
+    for m in models:
+        if getattr(m, "requires_divisible_input_shape", False):
+            stride = int(getattr(getattr(m, "encoder", None), "output_stride", 32))
+            multiple = multiple * stride // math.gcd(multiple, stride)
+    return multiple
+
+
 @torch.no_grad()
-def val_miou(model: nn.Module, data, num_classes: int, device) -> float:
+def val_miou(model: nn.Module, data, num_classes: int, device, multiple: int = 1) -> float:
+    """mIoU over `data`'s frames at their own size; with `multiple` > 1 each frame is
+    zero-padded at the bottom and right to a multiple of it and the logits cropped
+    back (give both models of a pair the same `multiple`, so they see the same input)."""
     from zoo.engine.metrics import ConfusionMatrix
     model.eval()
     cm = ConfusionMatrix(num_classes, data.ignore_index, device=device)
     for i in range(len(data)):
         sample = data[i]
-        logits = model(sample["image"][None].to(device))
+        x = sample["image"][None].to(device)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % multiple, 0, -h % multiple))
+        logits = model(x)[..., :h, :w]
         cm.update(logits.argmax(1), sample["mask"][None].to(device))
     model.train()
     return cm.compute()["mIoU"]
@@ -161,8 +180,11 @@ def run_parity(arch: str = "unet", *, encoder: str = "resnet18", root=None, seed
                 log(f"[{arch} seed {seed}] {it + 1}/{iters}  " +
                     "  ".join(f"{n} {statistics.mean(v[-(iters // 10):]):.3f}" for n, v in losses.items()))
         run = {"seed": seed, "note": note}
+        multiple = input_multiple(ours, theirs)  # the same val input for both, smp's side reused or not
+        if multiple > 1:
+            run["val_padding"] = f"frames zero-padded at the bottom and right to a multiple of {multiple}"
         for name, model in models.items():
-            run[name] = {"loss": losses[name], "val_mIoU": val_miou(model, val, k, device),
+            run[name] = {"loss": losses[name], "val_mIoU": val_miou(model, val, k, device, multiple),
                          "params": sum(p.numel() for p in model.parameters()),
                          "step_s": seconds[name] / iters}
         if seed in reused:
