@@ -103,8 +103,8 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
             result["calibration"] = str(calibration)
     if src.run_dir is not None:
         result["checkpoint"] = str(find_checkpoint(src.run_dir, pointer))
-        atomic_write_json(src.run_dir / eval_file_name(split, protocol, stored, max_images,
-                                                                calibrated=calibration is not None), result)
+        name = eval_file_name(split, protocol, stored, max_images, calibrated=calibration is not None)
+        atomic_write_json(src.run_dir / name, result)
         if calibration is not None:  # the pictures `--ship` takes with a calibrated evaluation
             from zoo.engine.visualize import write_pictures
             write_pictures(model, full, src.run_dir / CALIBRATED_PICTURES, result, meta["classes"], dev,
