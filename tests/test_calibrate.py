@@ -9,7 +9,8 @@ import torch
 
 import zoo
 from zoo import entries, ship
-from zoo.engine.calibrate import calibrate, prior_bias, read_calibration, spread
+from zoo.engine.calibrate import calibrate, prior_bias, read_calibration
+from zoo.engine.data import spread
 from zoo.engine.runs import evaluate_run
 
 ARCH = {"name": "unet", "encoder": "test_resnet", "decoder_channels": [16, 16, 8, 8, 8], "num_classes": 3}
@@ -53,11 +54,11 @@ def test_prior_bias_textbook_values():
         prior_bias([1.0, 0.0], 0.5)
 
 
-def test_spread_samples_across_the_list():
+def test_spread_samples_across_the_list(weighted_run):
     assert spread(10, 3) == [0, 3, 6]
     assert spread(4, None) == spread(4, 9) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="--max-images must be >= 1, got 0"):
-        spread(4, 0)
+        calibrate(weighted_run, max_images=0, device="cpu")
 
 
 def test_read_calibration_names_a_bad_file(tmp_path):

@@ -37,14 +37,6 @@ def prior_bias(weights: Sequence[float], alpha: float) -> list[float]:
     return [-alpha * math.log(float(w)) + 0.0 for w in weights]  # + 0.0 turns -0.0 into 0.0
 
 
-def spread(n: int, count: int | None) -> list[int]:
-    """`count` indices spread evenly over range(n) (all of them when count is None or >= n):
-    a dataset listed sequence by sequence is sampled across its sequences."""
-    if count is None or count >= n:
-        return list(range(n))
-    if count < 1:
-        raise ValueError(f"--max-images must be >= 1, got {count}")
-    return sorted({int(i * n / count) for i in range(count)})
 
 
 def read_calibration(path) -> list[float]:
@@ -71,6 +63,7 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
     `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe, whose `train.class_weights` it undoes."""
     from zoo.data import make_dataset
+    from zoo.engine.data import spread
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate
     from zoo.engine.trainer import class_weights
@@ -92,6 +85,8 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     split = split or recipe.data.train_split
     dataset = make_dataset(recipe.data, split, train=False)
     ignore_index = dataset.ignore_index
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {max_images}")
     chosen = spread(len(dataset), max_images)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen), batch_size=1,
                                          num_workers=min(recipe.data.num_workers, 2))

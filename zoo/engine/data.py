@@ -71,6 +71,14 @@ class SeededSamples(Dataset):
         return {"image": out["image"], "mask": out["mask"].long(), "name": name}
 
 
+def spread(n: int, count: int | None) -> list[int]:
+    """`count` indices spread evenly over range(n) (all of them when count is None or >= n):
+    a dataset listed sequence by sequence is sampled across its sequences."""
+    if count is None or count >= n:
+        return list(range(n))
+    return sorted({int(i * n / count) for i in range(count)})
+
+
 def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:
     if eval_cfg.max_images is not None:
         dataset = Subset(dataset, range(min(eval_cfg.max_images, len(dataset))))

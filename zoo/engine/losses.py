@@ -107,11 +107,8 @@ def class_frequencies(dataset, num_classes: int, ignore_index: int = IGNORE_INDE
     ignored) pixels of the images in which c occurs. ``max_images`` reads that
     many images spread evenly over the data set.
     """
-    n = len(dataset)
-    if max_images is None or max_images >= n:
-        indices = range(n)
-    else:
-        indices = sorted({int(i * n / max_images) for i in range(max_images)})
+    from zoo.engine.data import spread
+    indices = spread(len(dataset), max_images)
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_totals = torch.zeros(num_classes, dtype=torch.int64)
     for i in indices:
