@@ -48,18 +48,17 @@ class Prediction:
 def frame_scores(model, x: torch.Tensor, frame_size, protocol: dict, num_classes: int) -> torch.Tensor:
     """(N, K, H, W) scores of a transformed batch at the original frame's size, by
     the evaluation protocol; logits for one scale without flip, else probabilities."""
-    from zoo.engine.evaluate import predict_logits
-    scores = predict_logits(model, x, mode=protocol.get("mode", "whole"),
-                            crop_size=protocol.get("crop_size"), stride=protocol.get("stride"),
-                            scales=tuple(protocol.get("scales") or (1.0,)),
-                            flip=bool(protocol.get("flip")), num_classes=num_classes)
+    from zoo.engine.evaluate import predict_logits, protocol_args
+    scores = predict_logits(model, x, num_classes=num_classes, **protocol_args(protocol))
     if tuple(scores.shape[-2:]) != tuple(frame_size):  # val transforms resized: back to the frame
         scores = F.interpolate(scores.float(), size=tuple(frame_size), mode="bilinear", align_corners=False)
     return scores
 
 
 def gives_probabilities(protocol: dict) -> bool:
-    return tuple(protocol.get("scales") or (1.0,)) != (1.0,) or bool(protocol.get("flip"))
+    from zoo.engine.evaluate import protocol_args
+    args = protocol_args(protocol)
+    return args["scales"] != (1.0,) or args["flip"]
 
 
 def as_rgb(image) -> np.ndarray:

@@ -65,7 +65,7 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     from zoo.data import make_dataset
     from zoo.engine.data import spread
     from zoo.engine.distributed import device_for
-    from zoo.engine.evaluate import evaluate
+    from zoo.engine.evaluate import evaluate, protocol_args
     from zoo.engine.trainer import class_weights
     from zoo.sources import load_source, require_recipe
     alphas = sorted({float(a) for a in alphas})
@@ -96,9 +96,7 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     for alpha in alphas:
         src.model.set_logit_bias(prior_bias(weights.tolist(), alpha))
         r = evaluate(src.model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
-                     ignore_index=ignore_index, device=dev, mode=protocol["mode"],
-                     crop_size=protocol.get("crop_size"), stride=protocol.get("stride"),
-                     scales=tuple(protocol.get("scales") or (1.0,)), flip=bool(protocol.get("flip")))
+                     ignore_index=ignore_index, device=dev, **protocol_args(protocol))
         rows.append({"alpha": alpha, "mIoU": r["mIoU"], "pixel_acc": r["pixel_acc"],
                      "per_class_iou": r["per_class_iou"]})
     best = max(rows, key=lambda row: (row["mIoU"], -row["alpha"]))  # ties: the smaller change

@@ -83,6 +83,14 @@ def slide_window(crop_size: Optional[Size], stride: Optional[Size] = None):
     return crop, step
 
 
+def protocol_args(protocol: dict) -> dict:
+    """A stored eval protocol (`meta.json`'s `eval_protocol`, an entry's) as the keywords
+    of `predict_logits` and `evaluate`; missing keys take their defaults."""
+    return {"mode": protocol.get("mode") or "whole", "crop_size": protocol.get("crop_size"),
+            "stride": protocol.get("stride"), "scales": tuple(protocol.get("scales") or (1.0,)),
+            "flip": bool(protocol.get("flip"))}
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, image: Tensor, *, mode: str = "whole",
                    crop_size: Optional[Size] = None, stride: Optional[Size] = None,

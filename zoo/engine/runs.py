@@ -66,7 +66,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     `segzoo publish --ship --eval` ships it. A run folder gets the result as
     `eval_file_name(...)`."""
     from zoo.engine.distributed import device_for
-    from zoo.engine.evaluate import evaluate
+    from zoo.engine.evaluate import evaluate, protocol_args
     from zoo.data import make_dataset
     from zoo.sources import load_source, require_recipe
     dev = device_for(device, what="--device")
@@ -92,10 +92,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=min(recipe.data.num_workers, 2))
     result = evaluate(model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
-                      ignore_index=ignore_index, device=dev, mode=protocol["mode"],
-                      crop_size=protocol.get("crop_size"),
-                      stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
-                      flip=bool(protocol.get("flip")))
+                      ignore_index=ignore_index, device=dev, **protocol_args(protocol))
     result["split"] = split
     if bias is not None:
         result["logit_bias"] = [float(b) for b in bias]
