@@ -103,6 +103,23 @@ def test_summary_takes_the_last_forty_percent_of_the_curve():
     assert s["smp"]["late_loss"] == (3.0, 0.0) and s["smp"]["params_m"] == 1.0
 
 
+def test_paired_differences_count_the_seeds_each_side_wins():
+    def run(zoo_miou, smp_miou, zoo_loss, smp_loss):
+        return {"zoo": {"loss": [zoo_loss] * 5, "val_mIoU": zoo_miou, "params": 1e6, "step_s": 1.0},
+                "smp": {"loss": [smp_loss] * 5, "val_mIoU": smp_miou, "params": 1e6, "step_s": 1.0}}
+    # seed by seed: mIoU +0.02, -0.04, +0.05 (zoo ahead on 2); loss -0.1, -0.3, +0.1 (ahead on 2)
+    runs = [run(0.50, 0.48, 1.0, 1.1), run(0.40, 0.44, 0.9, 1.2), run(0.45, 0.40, 1.1, 1.0)]
+    p = parity.summarize(runs, iters=5)["paired"]
+    assert p["val_mIoU"]["diff"] == (pytest.approx(0.01), pytest.approx(0.04582575694955839))
+    assert (p["val_mIoU"]["zoo_ahead"], p["val_mIoU"]["seeds"]) == (2, 3)
+    assert p["late_loss"]["diff"][0] == pytest.approx(-0.1) and p["late_loss"]["zoo_ahead"] == 2
+    text = parity.format_summary({"arch": "unet", "encoder": "resnet18", "iters": 5, "batch": 2,
+                                  "crop": [8, 8], "data": "synthetic", "device": "cpu",
+                                  "runs": [{**r, "note": ""} for r in runs],
+                                  "summary": parity.summarize(runs, iters=5)})
+    assert "zoo - smp, paired by seed, val mIoU: +0.0100 ± 0.0458 (zoo ahead on 2 of 3 seeds)" in text
+
+
 @pytest.mark.slow
 def test_learning_benchmark_cli_on_embedded_data(tmp_path, capsys):
     """A small run of `tools/benchmark.py --learning`: both curves, both mIoUs, a plot."""

@@ -216,16 +216,27 @@ def _mean_std(values):
 
 def summarize(runs: list[dict], iters: int) -> dict:
     """Per model: val mIoU and the mean training loss over the last 40% of
-    iterations (300-500 of 500), mean and std over seeds; params; step time."""
+    iterations (300-500 of 500), mean and std over seeds; params; step time.
+    `paired`: zoo minus smp seed by seed (both sides of a seed saw the same
+    batches, so the per-seed difference removes the stream's own luck), its
+    mean and std, and on how many seeds the zoo is ahead (higher mIoU, lower loss)."""
     lo = int(iters * 0.6)
     out = {}
+    per_seed = {}
     for name in ("zoo", "smp"):
+        per_seed[name] = {"val_mIoU": [r[name]["val_mIoU"] for r in runs],
+                          "late_loss": [statistics.mean(r[name]["loss"][lo:]) for r in runs]}
         out[name] = {
-            "val_mIoU": _mean_std([r[name]["val_mIoU"] for r in runs]),
-            "late_loss": _mean_std([statistics.mean(r[name]["loss"][lo:]) for r in runs]),
+            "val_mIoU": _mean_std(per_seed[name]["val_mIoU"]),
+            "late_loss": _mean_std(per_seed[name]["late_loss"]),
             "params_m": runs[0][name]["params"] / 1e6,
             "step_s": statistics.mean(r[name]["step_s"] for r in runs),
         }
+    out["paired"] = {}
+    for metric, better in (("val_mIoU", 1), ("late_loss", -1)):
+        diffs = [z - s for z, s in zip(per_seed["zoo"][metric], per_seed["smp"][metric])]
+        out["paired"][metric] = {"diff": _mean_std(diffs),
+                                 "zoo_ahead": sum(better * d > 0 for d in diffs), "seeds": len(diffs)}
     return out
 
 
@@ -241,6 +252,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"| {name} | {m['val_mIoU'][0]:.4f} ± {m['val_mIoU'][1]:.4f} | "
                      f"{m['late_loss'][0]:.4f} ± {m['late_loss'][1]:.4f} | {m['params_m']:.2f} | "
                      f"{m['step_s']:.2f} |")
+    for metric, label in (("val_mIoU", "val mIoU"), ("late_loss", f"loss {lo}-{report['iters']}")):
+        p = s["paired"][metric]
+        lines.append(f"zoo - smp, paired by seed, {label}: {p['diff'][0]:+.4f} ± {p['diff'][1]:.4f} "
+                     f"(zoo ahead on {p['zoo_ahead']} of {p['seeds']} seeds)")
     sources = sorted({r["smp"]["reused_from"] for r in report["runs"] if "reused_from" in r["smp"]})
     if sources:
         lines.append(f"smp side reused from {', '.join(sources)} (same seeds and settings; not re-trained)")
