@@ -143,6 +143,36 @@ def test_calibrated_evaluation_is_kept_apart_and_ships_its_bias(weighted_run, tm
     assert five.logit_bias is None and "logit_bias" not in five.config
 
 
+def test_a_published_folder_carries_the_calibrated_evaluation(weighted_run, tmp_path):
+    from zoo.commands.publish import main as publish_main
+    from zoo.hub import sha256_of
+    from zoo.publish import publish, push_to_hub
+    run_dir = tmp_path / "run"
+    shutil.copytree(weighted_run, run_dir)
+    cal = calibrate(run_dir, alphas=[1.0], device="cpu")
+    calibrated = evaluate_run(run_dir, device="cpu", calibration=run_dir / "calibration.json")
+    out = tmp_path / "dist" / "unet_calibrated"
+    publish_main([str(run_dir), "--name", "unet_calibrated", "--out", str(out),
+                  "--eval", str(run_dir / "eval-val-whole-calibrated.json")])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["logit_bias"] == pytest.approx(cal["logit_bias"])
+    assert config["metrics"]["mIoU"] == calibrated["mIoU"]
+    model = zoo.load(out.as_uri(), sha256=sha256_of(out / "config.json"))
+    assert model.logit_bias.tolist() == pytest.approx(cal["logit_bias"])
+    # without --eval: the checkpoint's own metrics and no bias, as before
+    plain = publish(run_dir, "unet_plain", tmp_path / "plain")
+    from zoo.runfolder import load_meta, resolve_run
+    assert "logit_bias" not in plain.model
+    assert plain.metrics["mIoU"] == load_meta(resolve_run(run_dir))["metrics"]["mIoU"]
+    # an evaluation of another checkpoint is refused, naming the file
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**calibrated, "checkpoint": "runs/x/checkpoints/iter_000099"}))
+    with pytest.raises(ValueError, match=r"other.json: evaluates checkpoint 'iter_000099'"):
+        publish(run_dir, "unet_other", tmp_path / "other", eval_file=other)
+    with pytest.raises(ValueError, match="unet_resnet10t_camvid is an entry, which carries its own"):
+        push_to_hub("unet_resnet10t_camvid", "org/unet", eval_file=other)
+
+
 def test_calibrate_needs_class_weights(tmp_path):
     run_dir = _train(tmp_path / "plain", None)
     with pytest.raises(ValueError, match="its recipe trains without train.class_weights, so there is no "

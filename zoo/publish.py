@@ -19,10 +19,13 @@ from pathlib import Path
 from zoo import hub
 from zoo.fileio import atomic_copy, atomic_write_json
 from zoo.runfolder import load_meta, resolve_run
-from zoo.ship import placeholders
+from zoo.ship import evaluated_metrics, placeholders
 
-def run_config(run_dir, name: str, pointer: str = "best") -> tuple[dict, Path]:
-    """(config.json contents, weights file) of the run's `pointer` checkpoint (`best`, else `last`)."""
+def run_config(run_dir, name: str, pointer: str = "best", eval_file=None) -> tuple[dict, Path]:
+    """(config.json contents, weights file) of the run's `pointer` checkpoint (`best`, else
+    `last`). With `eval_file` (a `segzoo eval` result of that checkpoint) its metrics and
+    protocol are published, and the logit bias it was measured with (`segzoo eval
+    --calibration`) goes into the model's arguments, as `--ship --eval` does."""
     run_dir = Path(run_dir)
     hub.check_entry_name(name, f"publish --name {name}")
     ckpt = resolve_run(run_dir, pointer)
@@ -30,14 +33,20 @@ def run_config(run_dir, name: str, pointer: str = "best") -> tuple[dict, Path]:
     missing = [k for k in ("model", "classes", "mean", "std") if k not in meta]
     if missing:
         raise ValueError(f"{ckpt}/meta.json: missing {', '.join(missing)}")
+    model = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
+    if eval_file is None:
+        metrics = {k: v for k, v in meta.get("metrics", {}).items() if k != "confusion"}
+        protocol = meta.get("eval_protocol", {})
+    else:
+        metrics, protocol, bias = evaluated_metrics(ckpt, meta, Path(eval_file))
+        if bias is not None:
+            model["logit_bias"] = [float(b) for b in bias]
     recipe_file = run_dir / "recipe.yaml"
     config = {
-        "format": hub.PUBLISHED_FORMAT, "name": name,
-        "model": {**meta["model"], "encoder_weights": None},  # the weights cover the encoder
+        "format": hub.PUBLISHED_FORMAT, "name": name, "model": model,
         "classes": meta["classes"], "palette": meta.get("palette", []),
         "mean": meta["mean"], "std": meta["std"],
-        "eval_protocol": meta.get("eval_protocol", {}),
-        "metrics": {k: v for k, v in meta.get("metrics", {}).items() if k != "confusion"},
+        "eval_protocol": protocol, "metrics": metrics,
         "dataset": meta.get("dataset", ""),
         "recipe": placeholders(_read_yaml(recipe_file)) if recipe_file.is_file() else None,
         "source": {"run": run_dir.resolve().name, "checkpoint": ckpt.name,
@@ -55,11 +64,13 @@ def entry_config(entry: hub.Entry) -> tuple[dict, Path]:
     return config, hub.entry_weights(entry)
 
 
-def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "best") -> hub.Entry:
+def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "best",
+            eval_file=None) -> hub.Entry:
     """Write `out/` (config.json, model.safetensors) from the run's `pointer` checkpoint and
     return its registry entry. `url` is where the folder will be served; by default the
-    folder's own file:// URL. `zoo.load(url, sha256=<sha256 of out/config.json>)` loads it."""
-    config, src = run_config(run_dir, name, pointer)
+    folder's own file:// URL. `zoo.load(url, sha256=<sha256 of out/config.json>)` loads it.
+    `eval_file`: publish that evaluation's metrics (and logit bias), see `run_config`."""
+    config, src = run_config(run_dir, name, pointer, eval_file)
     out = Path(out)
     digest = _write_folder(config, src, out)
     return hub.Entry(
@@ -82,16 +93,20 @@ def _write_folder(config: dict, weights_src: Path, out: Path) -> str:
 
 
 def push_to_hub(source, repo_id: str, *, token: str | None = None, private: bool = False,
-                revision: str | None = None, pointer: str = "best") -> tuple[str, str]:
+                revision: str | None = None, pointer: str = "best", eval_file=None) -> tuple[str, str]:
     """Upload a run folder or a registered entry (`source`) to the Hugging Face Hub repository
     `repo_id` as config.json, model.safetensors and a README.md model card. Returns
     (commit id, the sha256 of config.json, which pins the folder:
-    `zoo.load(f"hf-hub:{repo_id}@{commit}", sha256=...)`)."""
+    `zoo.load(f"hf-hub:{repo_id}@{commit}", sha256=...)`). `eval_file`, for a run folder:
+    publish that evaluation's metrics and logit bias (see `run_config`)."""
     from zoo import hf
     hf.parse(repo_id)
     name = repo_id.split("/")[1]
     if Path(source).is_dir():
-        config, src = run_config(source, name, pointer)
+        config, src = run_config(source, name, pointer, eval_file)
+    elif eval_file is not None:
+        raise ValueError(f"--eval {eval_file}: {source} is an entry, which carries its own evaluation; "
+                         "--eval goes with a run folder")
     else:
         config, src = entry_config(hub.get_entry(str(source)))
     with tempfile.TemporaryDirectory(prefix="segzoo-push-") as tmp:

@@ -95,7 +95,7 @@ def write_index(weights_dir: Path, entries: dict[str, hub.Entry]) -> None:
     atomic_write_json(Path(weights_dir) / "index.json", {"format": INDEX_FORMAT, "entries": rows})
 
 
-def _metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict, list | None]:
+def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict, list | None]:
     """(metrics, eval protocol, logit bias): an evaluation file of this very checkpoint
     (with the logit bias it was measured with, from `segzoo eval --calibration`), else
     the checkpoint's own val metrics."""
@@ -200,7 +200,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
     hub.check_entry_name(name, f"--ship {name}")
     ckpt = resolve_run(run_dir, pointer)
     meta = load_meta(ckpt)
-    metrics, protocol, bias = _metrics(ckpt, meta, Path(eval_file) if eval_file else None)
+    metrics, protocol, bias = evaluated_metrics(ckpt, meta, Path(eval_file) if eval_file else None)
     shipped = read_shipped(weights_dir)
     _check_gain(name, shipped.get(name), float(metrics["mIoU"]), force)
 

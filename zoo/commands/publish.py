@@ -3,6 +3,8 @@ regenerate MODEL_CARD.md's entries.
 
     segzoo publish runs/unet_camvid --ship unet_resnet18_camvid --recipe recipes/unet_camvid_entry.yaml
     segzoo publish runs/unet_camvid --name unet_resnet18_camvid --out dist/unet_resnet18_camvid
+    segzoo publish runs/unet_camvid --name unet_resnet18_camvid --out dist/unet_resnet18_camvid \
+        --eval runs/unet_camvid/eval-val-whole-calibrated.json   # with its calibration
     segzoo publish unet_resnet18_camvid --push-to-hub org/unet_resnet18_camvid   # a run or an entry
     segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
 
@@ -27,8 +29,10 @@ def main(argv=None, prog=None):
     p.add_argument("--recipe", default="", help="with --ship: the recipe file that reproduces the entry")
     p.add_argument("--command", default="", help="with --ship: the training command (default: from --recipe)")
     p.add_argument("--machine", default="", help="with --ship: where it was trained (default: this machine)")
-    p.add_argument("--eval", default=None, help="with --ship: an eval-*.json of the shipped checkpoint "
-                                                "(default: the checkpoint's own val metrics)")
+    p.add_argument("--eval", default=None, help="with a run folder: an eval-*.json of the published "
+                                                "checkpoint, whose metrics (and logit bias, from "
+                                                "`segzoo eval --calibration`) go with it (default: the "
+                                                "checkpoint's own val metrics)")
     p.add_argument("--force", action="store_true", help="with --ship: replace an entry even without a 0.02 gain")
     p.add_argument("--weights-dir", default=None, help="with --ship: default the package's zoo/weights")
     p.add_argument("--name", help="with --out: the entry's name, e.g. unet_resnet18_camvid")
@@ -53,7 +57,8 @@ def main(argv=None, prog=None):
     elif args.out:
         from zoo.publish import publish
         from zoo.hub import sha256_of
-        e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer)
+        e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer,
+                eval_file=args.eval)
         pin = sha256_of(Path(args.out) / "config.json")
         print(f"wrote {args.out}: config.json, model.safetensors (sha256 {e.sha256}); "
               f"val mIoU {_num(e.metrics.get('mIoU'))}\nload it with zoo.load(URL, sha256=\"{pin}\") "
@@ -61,7 +66,7 @@ def main(argv=None, prog=None):
     elif args.push_to_hub:
         from zoo.publish import push_to_hub
         commit, digest = run(push_to_hub, args.source, args.push_to_hub, token=args.token,
-                             private=args.private, pointer=args.pointer)
+                             private=args.private, pointer=args.pointer, eval_file=args.eval)
         print(f"pushed {args.push_to_hub} at commit {commit}\n"
               f"load it with zoo.load(\"hf-hub:{args.push_to_hub}@{commit}\", sha256=\"{digest}\")")
     else:
