@@ -141,6 +141,18 @@ def test_calibrated_evaluation_is_kept_apart_and_ships_its_bias(weighted_run, tm
     with pytest.warns(UserWarning, match="head.classifier.weight"):
         five = zoo.create("unet_calibrated", pretrained=True, num_classes=5)
     assert five.logit_bias is None and "logit_bias" not in five.config
+    # a recipe that starts from the entry trains without its bias, unless it names one
+    from zoo.data import make_dataset
+    from zoo.engine.trainer import build_model
+    from zoo.recipe import recipe_from_dict
+    data = {"dataset": "synthetic", "options": {"num_images": 2, "size": 32}}
+    plain = recipe_from_dict({"model": {"pretrained": "unet_calibrated"}, "data": data})
+    scenes = make_dataset(plain.data, "train", train=False)
+    start = build_model(plain, scenes)
+    assert start.logit_bias is None and "logit_bias" not in start.config
+    assert torch.equal(start.state_dict()["head.classifier.weight"], model.state_dict()["head.classifier.weight"])
+    named = recipe_from_dict({"model": {"pretrained": "unet_calibrated", "logit_bias": [0.5] * 6}, "data": data})
+    assert build_model(named, scenes).logit_bias.tolist() == [0.5] * 6
 
 
 def test_a_published_folder_carries_the_calibrated_evaluation(weighted_run, tmp_path):

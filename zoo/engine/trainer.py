@@ -60,7 +60,13 @@ def build_model(recipe: Recipe, dataset) -> nn.Module:
     elif args["num_classes"] != k:
         raise ValueError(f"model.num_classes is {args['num_classes']} but dataset "
                          f"{recipe.data.dataset!r} has {k} classes ({', '.join(dataset.classes[:6])}, ...)")
-    return zoo.create(**args)
+    model = zoo.create(**args)
+    if "logit_bias" not in recipe.model and getattr(model, "logit_bias", None) is not None:
+        # Started from a calibrated entry: its bias undoes that entry's class prior
+        # (`segzoo calibrate`); this run trains without it and is calibrated afresh.
+        model.set_logit_bias(None)
+        model.config.pop("logit_bias", None)
+    return model
 
 
 def class_weights(recipe: Recipe, dataset) -> torch.Tensor | None:
