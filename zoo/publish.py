@@ -40,7 +40,7 @@ def run_config(run_dir, name: str, pointer: str = "best", eval_file=None) -> tup
     else:
         metrics, protocol, bias = evaluated_metrics(ckpt, meta, Path(eval_file))
         if bias is not None:
-            model["logit_bias"] = [float(b) for b in bias]
+            model["logit_bias"] = bias
     recipe_file = run_dir / "recipe.yaml"
     config = {
         "format": hub.PUBLISHED_FORMAT, "name": name, "model": model,

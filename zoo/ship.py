@@ -113,6 +113,7 @@ def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[d
                    if k in result}
         protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
         bias = result.get("logit_bias")
+        bias = None if bias is None else [float(b) for b in bias]
     missing = [k for k in ("mIoU", "pixel_acc", "per_class_iou") if k not in metrics]
     if missing:
         raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
@@ -210,7 +211,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         check_budget(weights_dir, name, tmp)
         model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
         if bias is not None:  # the evaluation shipped was measured with it (segzoo calibrate)
-            model_kwargs["logit_bias"] = [float(b) for b in bias]
+            model_kwargs["logit_bias"] = bias
         model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
         cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
         final = weights_dir / f"{name}.safetensors"
