@@ -327,9 +327,12 @@ class ResizeUpsample(Upsampler):
         self.proj = project(in_channels, out_channels)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
-        size = self.target(x, output_size)
+        # By the scale, then crop, as every other method: resizing straight to an
+        # `output_size` that is not a multiple would stretch the feature against
+        # the encoder's grid (23 rows to 180 is x7.83, off by up to half a pixel).
         align = False if self.mode == "bilinear" else None
-        return F.interpolate(self.proj(x), size=size, mode=self.mode, align_corners=align)
+        y = F.interpolate(self.proj(x), scale_factor=self.scale, mode=self.mode, align_corners=align)
+        return fit_to_size(y, self.target(x, output_size))
 
 
 def icnr_(weight: Tensor, scale: int, init=nn.init.kaiming_normal_) -> Tensor:

@@ -214,6 +214,19 @@ def test_resize_upsamplers_start_as_pure_resize():
         torch.testing.assert_close(make_upsampler(mode, 3, 3, 4)(x), ref)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_a_resize_to_a_size_off_the_grid_crops_rather_than_stretches(mode):
+    """23 rows x8 with a target of 180 (not 184): output row i must still read
+    input row (i + 0.5) / 8 - 0.5 (bilinear, align_corners=False) or i // 8
+    (nearest), the encoder's grid, as transposed, PixelShuffle and the others do."""
+    rows = torch.arange(23, dtype=torch.float64).view(1, 1, 23, 1).expand(1, 1, 23, 5)
+    y = make_upsampler(mode, 1, 1, 8).double()(rows, output_size=(180, 40))
+    assert y.shape == (1, 1, 180, 40)
+    i = torch.arange(180, dtype=torch.float64)
+    want = ((i + 0.5) / 8 - 0.5).clamp(0, 22) if mode == "bilinear" else torch.div(i, 8, rounding_mode="floor")
+    torch.testing.assert_close(y[0, 0, :, 0], want)
+
+
 def test_a_resize_before_the_heads_convolutions_keeps_every_channel():
     x = torch.randn(1, 6, 4, 5)
     projected = make_upsampler("bilinear", 6, 2, 2)
