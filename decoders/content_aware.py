@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from decoders.blocks import fit_to_size
+from decoders.local_ops import from_phases, reassemble
 from decoders.upsample import Upsampler, project, register_upsampler
 
 
 @register_upsampler("carafe")
 class CarafeUpsample(Upsampler):
     """CARAFE: each output pixel is a softmax-weighted sum over the k_up x k_up
-    neighbourhood of its source pixel, the weights predicted from the content."""
+    neighbourhood of its source pixel (zero-padded at the border, as the
+    authors'), the weights predicted from the content. The reassembly runs at
+    the input's resolution, one plane per sub-pixel phase (`decoders.local_ops`)."""
 
     def __init__(self, in_channels, out_channels, scale, compressed: int = 64,
                  encoder_kernel: int = 3, up_kernel: int = 5):
@@ -35,14 +38,16 @@ class CarafeUpsample(Upsampler):
         self.project = project(in_channels, out_channels)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
-        n, _, h, w = x.shape
         s, k2 = self.scale, self.k ** 2
-        kernels = self.encode(self.compress(x)).view(n, s * s, k2, h, w).softmax(dim=2)
-        feats = self.project(x)
-        c = feats.shape[1]
-        patches = F.unfold(feats, self.k, padding=self.k // 2).view(n, c, k2, h, w)
-        out = torch.einsum("nckhw,nskhw->ncshw", patches, kernels).reshape(n, c * s * s, h, w)
-        return fit_to_size(F.pixel_shuffle(out, s), self.target(x, output_size))
+        # The encoder's output channels are (phase, neighbour); reordering its
+        # filters to (neighbour, phase) yields the kernels in the layout the
+        # reassembly reads, with no copy of the activations.
+        weight = self.encode.weight.unflatten(0, (s * s, k2)).transpose(0, 1).flatten(0, 1)
+        bias = self.encode.bias.unflatten(0, (s * s, k2)).t().flatten()
+        logits = F.conv2d(self.compress(x), weight, bias, padding=self.encode.padding)
+        kernels = logits.unflatten(1, (k2, s * s)).softmax(dim=1)       # (n, k*k, s*s, h, w)
+        out = from_phases(reassemble(self.project(x), kernels, self.k), s)
+        return fit_to_size(out, self.target(x, output_size))
 
 
 @register_upsampler("dysample")

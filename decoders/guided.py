@@ -18,6 +18,20 @@ image take no weight (they are left out of the softmax). The reference
 reassembly zero-pads, so near the border part of the weight lands on zeros
 and a constant map darkens there; here a constant stays constant everywhere
 and every output is a convex combination of real features.
+
+Cost. Nothing k x k times larger than a feature map is materialised: kernels
+and similarities live at the input's resolution with the s*s sub-pixel phases
+as a dimension, and reassembly and similarity run in `decoders.local_ops`.
+Where a feature is narrower than the embedding (the image, three channels,
+guides the last step), the two linear maps that read it are composed into
+one: FADE's 1x1 compression and 3x3 kernel convolution become one 3x3
+convolution of the guide (of the decoder feature likewise), and SAPA's query
+projection moves onto the keys at the low resolution
+(``q . key = [G, 1] . [W_q, b_q]^T key``; also where the guide is as wide as
+the embedding, which spares the full-resolution 1x1 convolution), so the
+full-resolution work scales with the guide's channels, not the embedding's.
+The parameters, their names and the function computed are the authors' (tests
+hold both to the original unfold-and-einsum form, tests/test_upsample_speed.py).
 """
 from __future__ import annotations
 
@@ -26,35 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders.blocks import fit_to_size
+from decoders.local_ops import correlate, from_phases, neighbour_softmax, reassemble, to_phases
 from decoders.upsample import Upsampler, project, register_upsampler
-
-
-def _grid(t: Tensor, h: int, w: int, s: int) -> Tensor:
-    """(N, C, s*h, s*w) -> (N, C, h, s, w, s): output points by source pixel and phase."""
-    return t.reshape(t.shape[0], t.shape[1], h, s, w, s)
-
-
-def neighbour_softmax(logits: Tensor, kernel_size: int) -> Tensor:
-    """Softmax over the k*k neighbours (dim 1) of (N, k*k, h, s, w, s) logits,
-    neighbours outside the h x w image excluded (weight exactly 0)."""
-    h, w = logits.shape[2], logits.shape[4]
-    ones = torch.ones(1, 1, h, w, device=logits.device)
-    inside = F.unfold(ones, kernel_size, padding=kernel_size // 2) > 0
-    inside = inside.reshape(1, kernel_size ** 2, h, 1, w, 1)
-    return logits.masked_fill(~inside, float("-inf")).softmax(dim=1)
-
-
-def reassemble(values: Tensor, weights: Tensor, kernel_size: int) -> Tensor:
-    """out[:, :, y, x] = sum_k weights[:, k, y, x] * values[:, :, y // s + dy_k, x // s + dx_k].
-
-    ``values`` (N, C, h, w); ``weights`` (N, k*k, h, s, w, s), neighbours in
-    row-major order over the k x k window. Returns (N, C, s*h, s*w)."""
-    n, c, h, w = values.shape
-    s = weights.shape[3]
-    patches = F.unfold(values, kernel_size, padding=kernel_size // 2)
-    patches = patches.reshape(n, c, kernel_size ** 2, h, w)
-    out = torch.einsum("nckhw,nkhiwj->nchiwj", patches, weights.to(patches.dtype))
-    return out.reshape(n, c, h * s, w * s)
 
 
 def _guide(guide: Tensor | None, x: Tensor, scale: int, name: str) -> Tensor:
@@ -114,17 +101,34 @@ class FadeUpsample(Upsampler):
         """(N, 1, s*h, s*w) in [0, 1]."""
         return torch.sigmoid(F.interpolate(self.gate_conv(x), scale_factor=self.scale, mode="nearest"))
 
+    def _composed(self, compress: nn.Conv2d, t: Tensor) -> Tensor:
+        """``kernel_conv(compress(t))``; where ``t`` is narrower than the embedding, as one
+        3x3 convolution of ``t`` (and of a ones plane that carries the 1x1's bias, zero past
+        the border as the compressed map's zero padding is)."""
+        bias_free = compress.bias is None
+        if compress.in_channels + (not bias_free) >= compress.out_channels:
+            return self.kernel_conv(compress(t))
+        weight = torch.einsum("oekl,ec->ockl", self.kernel_conv.weight, compress.weight[:, :, 0, 0])
+        if not bias_free:
+            bias = torch.einsum("oekl,e->okl", self.kernel_conv.weight, compress.bias)
+            t = torch.cat([t, t.new_ones(t.shape[0], 1, *t.shape[-2:])], 1)
+            weight = torch.cat([weight, bias[:, None]], 1)
+        return F.conv2d(t, weight, self.kernel_conv.bias, padding=self.kernel_conv.padding)
+
     def kernels(self, x: Tensor, guide: Tensor) -> Tensor:
-        """(N, k*k, h, s, w, s) reassembly kernels; ``guide`` at s*h x s*w."""
-        low = self.kernel_conv(self.compress_x(x))
-        logits = self.kernel_conv(self.compress_guide(guide)) + \
-            F.interpolate(low, scale_factor=self.scale, mode="nearest")
-        return neighbour_softmax(_grid(logits, x.shape[-2], x.shape[-1], self.scale), self.k)
+        """(N, k*k, s*s, h, w) reassembly kernels; ``guide`` at s*h x s*w. The decoder's
+        part is one value per source pixel: nearest upsampling is a broadcast over phases."""
+        low = self._composed(self.compress_x, x)
+        logits = to_phases(self._composed(self.compress_guide, guide), self.scale) + low[:, :, None]
+        return neighbour_softmax(logits, self.k)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         g = _guide(guide, x, self.scale, "fade")
-        gate = self.gate(x)
-        out = gate * self.align(g) + (1 - gate) * reassemble(self.project(x), self.kernels(x, g), self.k)
+        mixed = from_phases(reassemble(self.project(x), self.kernels(x, g), self.k), self.scale)
+        aligned, gate = self.align(g), self.gate(x)
+        # gate * A(G) + (1 - gate) * mixed; under autocast the parts may differ in dtype
+        dtype = torch.promote_types(torch.promote_types(mixed.dtype, aligned.dtype), gate.dtype)
+        out = torch.lerp(mixed.to(dtype), aligned.to(dtype), gate.to(dtype))
         return fit_to_size(out, self.target(x, output_size))
 
 
@@ -166,14 +170,19 @@ class SapaUpsample(Upsampler):
         self.project = project(in_channels, out_channels)
 
     def weights(self, x: Tensor, guide: Tensor) -> Tensor:
-        """(N, k*k, h, s, w, s) affinities; ``guide`` at s*h x s*w."""
-        h, w = x.shape[-2:]
-        q = _grid(self.query(self.norm_guide(guide)), h, w, self.scale)
-        key = F.unfold(self.key(self.norm_x(x)), self.k, padding=self.k // 2)
-        key = key.reshape(x.shape[0], -1, self.k ** 2, h, w)
-        return neighbour_softmax(torch.einsum("nehiwj,nekhw->nkhiwj", q, key), self.k)
+        """(N, k*k, s*s, h, w) affinities; ``guide`` at s*h x s*w."""
+        g, key = self.norm_guide(guide), self.key(self.norm_x(x))
+        if self.query.in_channels <= self.query.out_channels:
+            # q . key = [g, 1] . ([W_q, b_q]^T key): the projection moves to the low-res keys,
+            # and the similarity contracts over the guide's channels (+1), not the embedding's
+            to_guide = torch.cat([self.query.weight[:, :, 0, 0], self.query.bias[:, None]], 1)
+            key = F.conv2d(key, to_guide.t()[:, :, None, None])
+            queries = torch.cat([g, g.new_ones(g.shape[0], 1, *g.shape[-2:])], 1)
+        else:
+            queries = self.query(g)
+        return neighbour_softmax(correlate(to_phases(queries, self.scale), key, self.k), self.k)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         g = _guide(guide, x, self.scale, "sapa")
-        out = reassemble(self.project(x), self.weights(x, g), self.k)
+        out = from_phases(reassemble(self.project(x), self.weights(x, g), self.k), self.scale)
         return fit_to_size(out, self.target(x, output_size))

@@ -32,6 +32,7 @@ uses its `output_padding` where the target lies in reach and crops otherwise,
 the others crop (bottom/right) the at most `scale - 1` extra pixels that
 ceil division left.
 
+Guided by the encoder too: guided_indexnet, a2u, freqfusion (`decoders/indexnet.py`, `a2u.py`, `freqfusion.py`).
 Methods here (papers); content-aware ones are in `decoders/content_aware.py`
 (carafe, dysample) and `decoders/guided.py` (fade, sapa: guided by the encoder):
 - `transposed`: ConvTranspose2d, kernel 2s, stride s, padding s/2; initialised

@@ -244,8 +244,9 @@ def test_literature_upsampler_grid_is_one_architecture_all_upsamplers():
     ablation = load_ablation(REPO / "recipes" / "ablation_camvid_upsamplers_cpu.yaml")
     assert ablation.grid["architectures"] == ["unet"]
     assert ablation.grid["upsamplers"] == ["transposed", "guided_unpool", "bilinear", "pixelshuffle",
-                                           "carafe", "dysample", "fade", "sapa"]
-    assert len(ablation.cells) == 16 and not any(c.not_applicable for c in ablation.cells)
+                                           "carafe", "dysample", "fade", "sapa", "guided_indexnet",
+                                           "a2u", "freqfusion"]
+    assert len(ablation.cells) == 22 and not any(c.not_applicable for c in ablation.cells)
     assert ablation.cells[0].recipe.data.val_transforms[0]["params"] == {"height": 96, "width": 128}
 
 

@@ -152,3 +152,76 @@ def test_unet_breakdown_parts():
         assert r["zoo_ms"] > 0 and r["zoo_gflops"] >= 0
         assert ("smp_ms" in r) == (not r["part"].endswith("upsampler"))
     assert "| stage 0 |" in script["format_breakdown"](rows)
+
+
+# ----------------------------------------------------------------------------- upsampler cost
+
+@pytest.fixture(scope="module")
+def cost_report(tmp_path_factory, one_thread):
+    """`segzoo benchmark --upsamplers` on a tiny U-Net: bilinear (added as the baseline),
+    two content-aware upsamplers and one that cannot be built (test_resnet's only max-pool
+    is its stem)."""
+    path = tmp_path_factory.mktemp("cost") / "cost.json"
+    main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
+    main(["--upsamplers", "--upsample", "carafe", "unpool", "sapa", "--arch", "unet",
+          "--encoder", "test_resnet", "--size", "64", "64", "--batch", "2", "--iters", "2",
+          "--warmup", "1", "--num-classes", "3", "--arg", "decoder_channels=[16,8,8,8,8]",
+          "--threads", "1", "--json", str(path)])
+    return json.loads(path.read_text())
+
+
+def test_upsampler_cost_rows_columns_and_ratios(cost_report, capsys):
+    from zoo.upsampler_cost import format_table
+    rows = {r["upsample"]: r for r in cost_report["rows"]}
+    assert list(rows) == ["bilinear", "carafe", "unpool", "sapa"]
+    assert cost_report["meta"]["baseline"] == "bilinear" and "profiler" in cost_report["meta"]["memory"]
+    base = rows["bilinear"]
+    assert base["train_x"] == base["infer_x"] == base["peak_x"] == 1.0
+    assert base["train_cpu_x"] == base["infer_cpu_x"] == 1.0
+    assert base["upsampler_params_m"] == 0  # U-Net's resize keeps the channels: no projection
+    for name in ("carafe", "sapa"):
+        r = rows[name]
+        assert r["steps"] == 2 and r["train_ms"] > 0 and r["infer_ms"] > 0 and r["peak_mem_mb"] > 0
+        assert r["train_x"] == pytest.approx(r["train_ms"] / base["train_ms"])
+        assert r["train_cpu_x"] == pytest.approx(r["train_cpu_ms"] / base["train_cpu_ms"])
+        assert r["peak_x"] == pytest.approx(r["peak_mem_mb"] / base["peak_mem_mb"])
+        assert r["params_m"] - base["params_m"] == pytest.approx(r["upsampler_params_m"], abs=0.02)
+        assert r["gflops"] > base["gflops"]  # CARAFE's kernel encoder, SAPA's projections
+    assert "max-pool switches" in rows["unpool"]["error"] and "train_ms" not in rows["unpool"]
+    table = format_table(cost_report).splitlines()
+    assert table[0].count("|") == 13 and len(table) == 2 + 4
+    assert table[2].startswith("| bilinear | ") and "| 1.00 | " in table[2]
+    assert table[4].startswith("| unpool | not built: ")
+
+
+def test_upsampler_cost_covers_the_registry(monkeypatch):
+    import decoders
+    from zoo import upsampler_cost
+    assert upsampler_cost.registered_upsamplers() == list(decoders.UPSAMPLERS)
+    monkeypatch.setattr(upsampler_cost, "registered_upsamplers", lambda: ["nearest"])
+    report = upsampler_cost.measure("unet", "test_resnet", (32, 32), 2, num_classes=3, iters=1,
+                                    model_args={"decoder_channels": [8] * 5}, log=lambda line: None)
+    assert [r["upsample"] for r in report["rows"]] == ["bilinear", "nearest"]
+
+
+def test_step_peak_is_the_highest_total_allocated_during_the_step():
+    from zoo.upsampler_cost import step_peak_bytes
+
+    class Step:
+        device = torch.device("cpu")
+
+        def train_step(self):
+            a = torch.empty(2**20, dtype=torch.uint8)   # 1 MiB
+            b = torch.empty(2**21, dtype=torch.uint8)   # + 2 MiB: the peak, 3 MiB
+            del a, b
+            torch.empty(2**21, dtype=torch.uint8)       # 2 MiB after both were freed
+
+    assert step_peak_bytes(Step()) == 3 * 2**20
+
+
+def test_upsampler_cost_refuses_unknown_names_in_one_line(capsys):
+    main = runpy.run_path(str(TOOLS / "benchmark.py"), run_name="benchmark_cli")["main"]
+    with pytest.raises(SystemExit, match=r"^error: unknown upsampler 'carafee'; did you mean carafe"):
+        main(["--upsamplers", "--upsample", "carafee", "--encoder", "test_resnet"])
+    with pytest.raises(SystemExit, match=r"^error: .*unetx"):
+        main(["--upsamplers", "--arch", "unetx", "--encoder", "test_resnet"])

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decoders.guided import neighbour_softmax, reassemble
+from decoders.local_ops import from_phases, neighbour_softmax, reassemble
 from decoders.upsample import make_upsampler, upsampler_class
 
 H, W, S, K = 4, 5, 2, 3  # low-res size, scale, kernel: small enough to loop over
@@ -75,7 +75,7 @@ def test_fade_gates_the_guide_against_a_reassembly_with_normalised_kernels():
         gate_logit = up.gate_conv(x)[0, 0]
         values, aligned = up.project(x)[0], up.align(g)[0]
     assert 0 <= gate.min() and gate.max() <= 1 and gate.std() > 0.05
-    flat = kernels.reshape(1, K * K, S * H, S * W)
+    flat = from_phases(kernels, S)                            # (1, k*k, S*H, S*W)
     torch.testing.assert_close(flat.sum(1), torch.ones(1, S * H, S * W))
     for Y in range(S * H):
         for X in range(S * W):
@@ -110,9 +110,9 @@ def test_sapa_at_init_is_close_to_the_local_mean():
 
 def test_reassemble_with_a_one_hot_kernel_is_nearest_upsampling():
     x = torch.randn(2, 3, H, W)
-    logits = torch.full((2, K * K, H, S, W, S), -1e4)
+    logits = torch.full((2, K * K, S * S, H, W), -1e4)
     logits[:, K * K // 2] = 0                                 # all weight on the centre
-    y = reassemble(x, neighbour_softmax(logits, K), K)
+    y = from_phases(reassemble(x, neighbour_softmax(logits, K), K), S)
     torch.testing.assert_close(y, F.interpolate(x, scale_factor=S, mode="nearest"))
 
 
