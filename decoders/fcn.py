@@ -28,11 +28,15 @@ from decoders.upsample import make_step
 
 
 def fc_layers(in_channels: int, fc_channels: int, dropout: float, act_layer="relu") -> nn.Sequential:
-    """fc6 (7x7) and fc7 (1x1) as convolutions, each followed by the activation and dropout."""
+    """fc6 (7x7) and fc7 (1x1) as convolutions, each followed by the activation and dropout.
+
+    Element dropout (`nn.Dropout`), as the paper's Caffe Dropout layers after fc6/fc7: they drop
+    single activations, where `nn.Dropout2d` would drop whole channels of the map.
+    """
     act = act_factory(act_layer) or nn.Identity
     return nn.Sequential(OrderedDict(
-        fc6=nn.Conv2d(in_channels, fc_channels, 7, padding=3), act6=act(), drop6=nn.Dropout2d(dropout),
-        fc7=nn.Conv2d(fc_channels, fc_channels, 1), act7=act(), drop7=nn.Dropout2d(dropout)))
+        fc6=nn.Conv2d(in_channels, fc_channels, 7, padding=3), act6=act(), drop6=nn.Dropout(dropout),
+        fc7=nn.Conv2d(fc_channels, fc_channels, 1), act7=act(), drop7=nn.Dropout(dropout)))
 
 
 class FCNHead(nn.Module):

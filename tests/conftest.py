@@ -24,13 +24,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = Path(os.environ.get("ZOO_CAMVID", REPO.parent / "shared" / "data" / "camvid"))
+# Real CamVid, where the recipes' `root: camvid` finds it: $ZOO_CAMVID, else $ZOO_DATA/camvid,
+# else the checkout's sibling ../shared/data/camvid (this project's own machines).
+_DATA = Path(os.environ["ZOO_DATA"]) if os.environ.get("ZOO_DATA") else REPO.parent / "shared" / "data"
+CAMVID = Path(os.environ.get("ZOO_CAMVID", _DATA / "camvid"))
 
 
 @pytest.fixture
 def camvid_root():
+    """The real CamVid folder (SegNet layout); skips the test where it is absent."""
     if not (CAMVID / "train.txt").is_file():
-        pytest.skip(f"CamVid not found at {CAMVID}")
+        pytest.skip(f"CamVid not found at {CAMVID} (set ZOO_DATA to the folder holding camvid/)")
     return CAMVID
 
 

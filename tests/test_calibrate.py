@@ -176,10 +176,12 @@ def test_a_published_folder_carries_the_calibrated_evaluation(weighted_run, tmp_
     from zoo.runfolder import load_meta, resolve_run
     assert "logit_bias" not in plain.model
     assert plain.metrics["mIoU"] == load_meta(resolve_run(run_dir))["metrics"]["mIoU"]
-    # an evaluation of another checkpoint is refused, naming the file
+    # an evaluation of other weights is refused, naming the file
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({**calibrated, "checkpoint": "runs/x/checkpoints/iter_000099"}))
-    with pytest.raises(ValueError, match=r"other.json: evaluates checkpoint 'iter_000099'"):
+    other.write_text(json.dumps({**calibrated, "checkpoint": "runs/x/checkpoints/iter_000099",
+                                 "weights_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=r"other.json: scored other weights \(checkpoint 'iter_000099', "
+                                         r"sha256 000000000000...\) than the ones published"):
         publish(run_dir, "unet_other", tmp_path / "other", eval_file=other)
     with pytest.raises(ValueError, match="unet_resnet10t_camvid is an entry, which carries its own"):
         push_to_hub("unet_resnet10t_camvid", "org/unet", eval_file=other)

@@ -98,8 +98,22 @@ def _train_and_dump(rank, out):
         state = {k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}
         save_file(state, str(Path(out) / f"{name}.rank{rank}.safetensors"))
 
-    # A non-finite loss on rank 1 alone stops both ranks (none waits forever for the other).
+    # Rank 1's labels all void (crops of unlabelled regions), main and aux: it adds a zero
+    # that reaches every parameter, so both ranks go on in step.
     from zoo.engine import trainer as T
+    real = T.build_criterion
+    if rank == 1:
+        def void_criterion(*a):
+            criterion = real(*a)
+            return lambda logits, y, aux=None: criterion(logits, torch.full_like(y, 255), aux)
+        T.build_criterion = void_criterion
+    trainer = Trainer(tiny_recipe(), Path(out) / "void")
+    trainer.fit()
+    state = {k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, str(Path(out) / f"void.rank{rank}.safetensors"))
+    T.build_criterion = real
+
+    # A non-finite loss on rank 1 alone stops both ranks (none waits forever for the other).
     if rank == 1:
         real = T.build_criterion
         T.build_criterion = lambda *a: (lambda *b: real(*a)(*b) * float("nan"))
@@ -116,7 +130,7 @@ def test_ranks_hold_identical_weights_after_ddp_steps(tmp_path, capfd):
     err = capfd.readouterr().err
     assert err.count("train.sync_bn=true is ignored on CPU") == 1  # one line, from rank 0
 
-    for name in CASES:
+    for name in [*CASES, "void"]:
         run = tmp_path / name
         r0, r1 = (load_file(str(tmp_path / f"{name}.rank{r}.safetensors")) for r in (0, 1))
         assert r0.keys() == r1.keys()
@@ -178,6 +192,7 @@ def _collectives(rank: int) -> dict:
     from zoo.engine import distributed as D
     cpu = torch.device("cpu")
     seen = {"all_true": [D.all_true(True, cpu), D.all_true(rank == 0, cpu)],
+            "any_true": D.any_true([rank == 1, False], cpu),
             "mean": D.mean(torch.tensor(float(rank))).item(),
             "broadcast": D.broadcast_object(f"from rank {rank}")}
     bn = torch.nn.BatchNorm1d(2)
@@ -226,6 +241,7 @@ def test_sharded_evaluation_equals_single_process(two_ranks):
 def test_collective_helpers(two_ranks):
     for seen in (r["collectives"] for r in two_ranks):
         assert seen["all_true"] == [True, False]
+        assert seen["any_true"] == [True, False]
         assert seen["mean"] == 0.5
         assert seen["broadcast"] == "from rank 0"
         assert seen["buffer"] == [0.0, 0.0]
@@ -273,3 +289,26 @@ def test_torchrun_two_processes_then_resume_with_one(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
     assert [r["iter"] for r in rows if "mIoU" in r] == [3, 5]
+
+
+def test_torchrun_with_one_process_joins_the_group_and_wraps(monkeypatch):
+    """`torchrun --nproc_per_node=1` is how one GPU rehearses the multi-GPU path: it must
+    join a process group and wrap the model in DDP, where a plain process does neither."""
+    from zoo.engine import distributed as D
+    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert not D.setup(torch.device("cpu")).enabled and not D.initialized()  # plain process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "rehearsal")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    try:
+        info = D.setup(torch.device("cpu"))
+        assert info.enabled and info.world_size == 1 and D.initialized()
+        wrapped = D.wrap(torch.nn.Linear(2, 2), torch.device("cpu"), info)
+        assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+    finally:
+        D.cleanup()
+    assert not D.initialized()

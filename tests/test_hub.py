@@ -349,3 +349,12 @@ def test_a_published_folder_by_url_carries_its_recipe(published, run, server):
     assert by_url.recipe is not None and by_url.run_dir is None
     assert by_url.recipe.model_dump() == by_path.recipe.model_dump()
     assert by_url.recipe.train.iters == 3
+
+
+def test_load_of_a_mistyped_entry_name_offers_the_close_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^unet_resnet10t_camvd: no such file or folder, nor an "
+                                                r"entry's name; did you mean unet_resnet10t_camvid, "):
+        zoo.load("unet_resnet10t_camvd")
+    with pytest.raises(FileNotFoundError, match=r"nor an entry's name \(zoo.list_models"):
+        zoo.load("runs/unet_resnet10t_camvd")  # a path is not offered entry names

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.engine.losses import build_loss, class_frequencies, median_frequency_weights
+from zoo.engine.losses import _TERMS, build_loss, class_frequencies, median_frequency_weights
 from zoo.runfolder import flatten_state, unflatten_state
 from zoo.engine.optim import ScheduleChangeError, build_optimizer, build_scheduler, restore_scheduler
 
@@ -54,6 +54,31 @@ def test_smp_losses_finite_with_gradients_and_ignore(name):
     grad = logits.grad
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert (grad[:, :, :2, :3] == 0).all()            # ignored pixels give no gradient
+
+
+@pytest.mark.parametrize("name", [*sorted(_TERMS), "ce+lovasz", "+".join(sorted(_TERMS))])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_batch_without_labels_adds_zero_with_zero_gradients(name, weighted):
+    """A crop of an unlabelled region: loss 0 on every term, main and aux, and a zero
+    gradient (not NaN, not None) on every parameter, so DDP's all-reduce goes on."""
+    import zoo
+    if weighted and name == "lovasz":
+        pytest.skip("lovasz takes no class weights")
+    model = zoo.create("pspnet", encoder="test_resnet", encoder_weights=None, num_classes=K,
+                       head_channels=8, aux_channels=8)
+    criterion = build_loss(name, num_classes=K, aux_weight=0.4,
+                           class_weights=[0.5, 2.0, 1.0] if weighted else None)
+    logits, aux = model(torch.randn(2, 3, 32, 32), aux=True)
+    loss = criterion(logits, torch.full((2, 32, 32), 255), aux)
+    assert loss.item() == 0.0 and torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.equal(p.grad, torch.zeros_like(p)), pname
+    # One labelled pixel is a batch like any other.
+    one = torch.full((2, 32, 32), 255)
+    one[0, 5, 5] = 1
+    assert criterion(logits.detach(), one, aux.detach()).item() > 0
 
 
 def test_sum_is_the_sum_of_terms():

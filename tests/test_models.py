@@ -121,6 +121,18 @@ def test_fcn_has_fc6_fc7_as_in_the_paper():
     assert all(s.weight.abs().sum() == 0 for s in model.head.skip_scores)  # zero-initialised
 
 
+def test_fcn_fc6_fc7_dropout_drops_elements_not_channels():
+    # Caffe's Dropout after fc6/fc7 zeroes single activations; channel dropout would zero whole maps.
+    model = zoo.create("fcn8s", encoder="test_resnet", num_classes=3, fc_channels=16).train()
+    torch.manual_seed(0)
+    for drop in (model.head.fc.drop6, model.head.fc.drop7):
+        out = drop(torch.ones(2, 16, 8, 8))
+        kept = (out != 0).flatten(2).float().mean(-1)  # per (image, channel): share of the map kept
+        assert ((kept > 0) & (kept < 1)).all()  # every map partly dropped: no channel all kept or all gone
+        assert 0.4 < kept.mean() < 0.6
+        torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 2.0))  # scaled by 1/(1-p)
+
+
 def test_vgg_imagenet_fc6_fc7_are_loaded_where_they_fit():
     from zoo.models.base import load_pretrained_fc
 

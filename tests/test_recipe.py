@@ -64,8 +64,6 @@ data:
   dataset: camvid
   root: /data/camvid
   crop_size: [360, 480]
-  train_transforms:
-    - {name: HorizontalFlip, params: {p: 0.5}}
   options: {ignore_index: 255}
 train: {iters: 100, lr: 1e-3, optimizer: adamw, class_weights: median_frequency}
 eval: {mode: slide, crop_size: [360, 480], stride: [240, 320], scales: [0.5, 1]}
@@ -277,6 +275,9 @@ def test_inputs_are_not_aliased():
     ("eval.stride=[400, 320]", "eval.stride ([400, 320]) must not exceed eval.crop_size ([360, 480]): "
      "windows would leave pixels unseen"),
     ("train.class_weights=[1, 2]", "train.class_weights has 2 values but model.num_classes is 11"),
+    ("data.train_transforms=[{name: HorizontalFlip}]", "data.crop_size ([360, 480]) has no effect when "
+     "data.train_transforms is set: give the crop in data.train_transforms (RandomCrop, PadIfNeeded) and "
+     "set data.crop_size=null"),
 ])
 def test_out_of_range_values_and_relations_name_the_keys(recipe_path, override, message):
     with pytest.raises(RecipeError) as info:

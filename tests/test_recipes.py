@@ -2,11 +2,13 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 import zoo
-from zoo.recipe import load_recipe
+from zoo.recipe import RecipeError, load_recipe
 
-RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = sorted(p for p in RECIPE_DIR.glob("*.yaml")
                  if not p.name.startswith("ablation"))
 
 
@@ -41,3 +43,45 @@ def test_real_recipes_use_imagenet_encoders():
         from_scratch = path.stem in ("quickstart", "unet_camvid_cpu") or "_resnet10t_camvid" in path.stem
         expected = None if from_scratch else "imagenet"
         assert recipe.model.get("encoder_weights") == expected, path.name
+
+
+def test_crop_size_is_refused_beside_a_packaged_recipes_own_transforms():
+    """The CamVid recipes list their train transforms; a crop_size override would do nothing."""
+    with pytest.raises(RecipeError, match=r"data.crop_size \(\[176, 240\]\) has no effect when "
+                                          r"data.train_transforms is set"):
+        load_recipe(RECIPE_DIR / "unet_resnet10t_camvid.yaml", ["data.crop_size=[176, 240]"])
+    r = load_recipe(RECIPE_DIR / "unet_resnet10t_camvid.yaml", ["data.crop_size=null"])
+    assert r.data.crop_size is None and r.data.train_transforms
+
+
+# Paths of this project's development machines, which mean nothing where the package is installed.
+DEV_PATHS = ("../shared", "shared/data", "/work/")
+
+
+def test_nothing_that_ships_names_a_path_of_the_development_setup():
+    repo = RECIPE_DIR.parent
+    shipped = [*sorted(RECIPE_DIR.glob("*.yaml")), repo / "zoo" / "weights" / "index.json", repo / "README.md",
+               *sorted((repo / "zoo").rglob("*.py")), *sorted((repo / "decoders").rglob("*.py"))]
+    found = [f"{p.relative_to(repo)}:{n}: {line.strip()}" for p in shipped
+             for n, line in enumerate(p.read_text().splitlines(), 1) if any(d in line for d in DEV_PATHS)]
+    assert not found, "\n".join(found)
+
+
+def _camvid_recipes() -> dict[str, dict]:
+    """name -> recipe (as data) of every packaged CamVid recipe and every entry's recipe."""
+    found = {p.stem: yaml.safe_load(p.read_text()) for p in RECIPES}
+    found.update((f"entry {name}", entry.recipe) for name, entry in zoo.hub.ENTRIES.items())
+    return {name: r for name, r in found.items() if r.get("data", {}).get("dataset") == "camvid"}
+
+
+@pytest.mark.parametrize("name", sorted(_camvid_recipes()))
+def test_camvid_roots_resolve_through_zoo_data(name, tmp_path, monkeypatch):
+    """Every packaged CamVid recipe and entry recipe finds $ZOO_DATA/camvid, from any folder."""
+    from zoo.data.base import resolve_root
+    from zoo.recipe import recipe_from_dict
+    recipe = recipe_from_dict(_camvid_recipes()[name], name)
+    (tmp_path / "datasets" / "camvid").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "datasets"))
+    assert resolve_root(recipe.data.root) == tmp_path / "datasets" / "camvid"

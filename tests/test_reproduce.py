@@ -35,7 +35,8 @@ def test_threads_are_set_and_said_and_recorded(tmp_path, capsys, restore_threads
     T.train(_recipe(threads=1, deterministic=True), tmp_path / "run")
     assert torch.get_num_threads() == 1
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == "SyntheticScenes: 4 train / 4 val images; device cpu; threads 1; amp off; processes 1"
+    assert first == ("SyntheticScenes: 4 train / 4 val images; model unet (0.4M parameters); device cpu; "
+                     "threads 1; amp off; processes 1; loader workers 0")
     meta = ckpt.load_meta(ckpt.resolve(tmp_path / "run" / "checkpoints"))
     assert meta["determinism"] == {
         "device": "cpu", "torch": torch.__version__, "deterministic": True, "threads": 1, "processes": 1,

@@ -85,6 +85,43 @@ def test_changes_a_resumed_run_cannot_follow_are_refused(runs, tmp_path, overrid
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("section, key, value, message", [
+    ("model", "upsample", "pixelshuffle", "model.upsample changed unset -> pixelshuffle since the run in"),
+    ("model", "decoder_channels", [8, 8, 8, 8, 8],
+     "model.decoder_channels changed [16, 16, 8, 8, 8] -> [8, 8, 8, 8, 8] since the run in"),
+    ("data", "options", {"num_images": 8, "size": 40}, "data.options.size changed 32 -> 40 since the run in"),
+    ("data", "mean", [0.5, 0.5, 0.5], "data.mean changed [0.485, 0.456, 0.406] -> [0.5, 0.5, 0.5]"),
+    ("train", "loss", "ce+lovasz", "train.loss changed ce -> ce+lovasz since the run in"),
+])
+def test_changes_to_what_the_weights_are_refused_before_anything_is_built(runs, tmp_path, monkeypatch,
+                                                                          section, key, value, message):
+    """Issue 22, item 6: resuming a bilinear run with model.upsample=pixelshuffle ended in a
+    30-line size-mismatch traceback."""
+    run = copy_of(runs, "four", tmp_path)
+    changed = recipe(8).model_dump()
+    changed[section][key] = value
+    monkeypatch.setattr(T, "make_dataset", lambda *a, **k: pytest.fail("built the data set"))
+    with pytest.raises(RecipeError) as info:
+        T.Trainer(recipe_from_dict(changed), run)
+    text = str(info.value)
+    assert message in text and "\n" not in text
+    assert f"({run / 'recipe.yaml'}): a resumed run cannot follow that; set it back, or train into a new " \
+           "run folder (--name, --run-dir or --fresh)" in text
+    monkeypatch.undo()
+    T.Trainer(recipe_from_dict(changed), tmp_path / "new").release()  # a new folder takes it
+
+
+def test_other_classes_are_refused_before_the_model_is_built(runs, tmp_path, monkeypatch):
+    run = copy_of(runs, "four", tmp_path)
+    meta_file = ckpt.resolve(run / "checkpoints", "last") / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "classes": ["sky", "road"]}))
+    monkeypatch.setattr(T, "build_model", lambda *a: pytest.fail("built the model"))
+    with pytest.raises(RecipeError, match=r"the data set's classes changed since the checkpoint .*: 2 "
+                                          r"\(sky, road, ...\) -> \d+ \(.*\); point data at the run's"):
+        T.Trainer(recipe(8), run)
+
+
 def test_best_is_restored_from_its_pointer(tmp_path):
     """A best saved after `last` (eval and checkpoint intervals differ) must not
     be replaced by a worse evaluation after resuming from `last`."""

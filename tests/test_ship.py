@@ -68,9 +68,11 @@ def _cli(argv) -> str:
 
 def _eval_file(run_dir, path, miou):
     """An evaluation of the best checkpoint (iteration 2) with a given mIoU."""
+    from zoo.runfolder import weights_sha256
+    best = run_dir / "checkpoints" / "iter_000002"
     path.write_text(json.dumps({
         "mIoU": miou, "pixel_acc": 0.9, "per_class_iou": {"sky": 0.5, "road": 0.6, "car": 0.1},
-        "checkpoint": str(run_dir / "checkpoints" / "iter_000002"),
+        "checkpoint": str(best), "weights_sha256": weights_sha256(best),
         "protocol": {"mode": "slide", "crop_size": [32, 32], "stride": [16, 16], "scales": [1.0], "flip": True}}))
     return path
 
@@ -145,14 +147,60 @@ def test_replace_only_with_a_gain(shipped, run, tmp_path):
     assert s["mIoU"] == pytest.approx(0.2)
 
 
-def test_eval_file_of_another_checkpoint_refused(run, tmp_path):
-    other = tmp_path / "e.json"
-    other.write_text(json.dumps({"mIoU": 0.9, "pixel_acc": 0.9, "per_class_iou": {},
-                                 "checkpoint": str(run[0] / "checkpoints" / "iter_000003")}))
-    with pytest.raises(ship.ShipError, match="evaluates checkpoint 'iter_000003', but the shipped one is 'iter_000002'"):
-        ship.ship(run[0], NAME, eval_file=other, weights_dir=tmp_path / "w", card=tmp_path / "card.md",
-                  latency_s=0.05)
+@pytest.mark.parametrize("scored, message", [
+    ("iter_000003", r"e.json: scored other weights \(checkpoint 'iter_000003', sha256 [0-9a-f]{12}...\) "
+                    r"than the ones published, .*iter_000002; evaluate those with `segzoo eval`"),
+    (None, r"e.json: records no weights_sha256 of the weights it scored \(checkpoint 'iter_000002'\); "
+           r"evaluate .*iter_000002 again with `segzoo eval`"),
+    ("iter_000002 onnxruntime int8", r"e.json: scored the weights through onnxruntime int8, not as "
+                                     r"published \(torch fp32\); evaluate .*iter_000002 with `segzoo eval`"),
+])
+def test_eval_file_of_other_weights_refused(run, tmp_path, scored, message):
+    from zoo.runfolder import weights_sha256
+    ckpts = run[0] / "checkpoints"
+    result = {"mIoU": 0.9, "pixel_acc": 0.9, "per_class_iou": {}, "checkpoint": str(ckpts / "iter_000002")}
+    if scored:  # another checkpoint's weights, or these run through another backend
+        folder, *backend = scored.split()
+        result.update(checkpoint=str(ckpts / folder), weights_sha256=weights_sha256(ckpts / folder))
+        if backend:
+            result["backend"] = {"backend": backend[0], "precision": backend[1]}
+    (tmp_path / "e.json").write_text(json.dumps(result))
+    with pytest.raises(ship.ShipError, match=message):
+        ship.ship(run[0], NAME, eval_file=tmp_path / "e.json", weights_dir=tmp_path / "w",
+                  card=tmp_path / "card.md", latency_s=0.05)
     assert not (tmp_path / "w" / f"{NAME}.safetensors").exists()
+
+
+def test_two_runs_stopped_at_one_iteration_do_not_share_evaluations(tmp_path, monkeypatch):
+    """Issue 22, item 1: two 2-iteration runs (seeds 0 and 1) both end in iter_000002; the
+    second's evaluation may not go out with the first's weights, by publish or by ship."""
+    from zoo.engine.runs import evaluate_run
+    from zoo.engine.trainer import train
+    from zoo.publish import publish
+    from zoo.recipe import recipe_from_dict
+    runs = {}
+    for seed in (0, 1):
+        runs[seed] = tmp_path / f"seed{seed}"
+        train(recipe_from_dict({
+            "model": {"name": "unet", "encoder": "test_resnet", "encoder_weights": None,
+                      "decoder_channels": [8, 8, 8, 8, 8]},
+            "data": {"dataset": "synthetic", "batch_size": 2, "num_workers": 0,
+                     "options": {"num_images": 4, "size": 32}},
+            "train": {"iters": 2, "seed": seed, "threads": 1, "checkpoint_interval": 2},
+            "eval": {"interval": 2, "max_images": 2}, "log": {"num_images": 0}}), runs[seed])
+    result = evaluate_run(runs[1], device="cpu")
+    second = Path(result["written"])
+    assert json.loads(second.read_text())["weights_sha256"] == result["weights_sha256"]
+    assert Path(result["checkpoint"]).name == "iter_000002"
+    with pytest.raises(ValueError, match=f"{second}: scored other weights"):
+        publish(runs[0], "unet_first", tmp_path / "out", eval_file=second)
+    monkeypatch.setattr(ship, "LATENCY_S", 0.05)
+    with pytest.raises(ship.ShipError, match=f"{second}: scored other weights"):
+        ship.ship(runs[0], NAME, eval_file=second, weights_dir=tmp_path / "w", card=tmp_path / "card.md")
+    published = publish(runs[1], "unet_second", tmp_path / "out", eval_file=second)
+    assert published.metrics["mIoU"] == result["mIoU"]
+    # the trainer's own eval.json names the weights it scored too
+    assert json.loads((runs[0] / "eval.json").read_text())["weights_sha256"] != result["weights_sha256"]
 
 
 @pytest.mark.parametrize("limit, message", [

@@ -2,7 +2,7 @@
 
     import zoo
     model = zoo.create("pspnet", encoder="resnet50", upsample="pixelshuffle", num_classes=21)
-    model = zoo.create("unet_resnet18_camvid", pretrained=True)     # a trained entry
+    model = zoo.create("unet_resnet10t_camvid", pretrained=True)     # a trained entry
     zoo.list_models("fcn*")
     out = zoo.predict("runs/quickstart", "photo.jpg")   # .mask, .probabilities, .overlay
 """

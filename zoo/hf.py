@@ -1,9 +1,9 @@
 """Hugging Face Hub: zoo models published as `config.json` + `model.safetensors` + `README.md`,
 the layout timm and segmentation_models_pytorch use there.
 
-    zoo.load("hf-hub:org/unet_resnet18_camvid@<commit>", sha256="<digest>")
-    zoo.create("hf-hub:org/unet_resnet18_camvid", pretrained=True)   # pretrained=False: config only
-    python tools/publish.py runs/unet_camvid --push-to-hub org/unet_resnet18_camvid
+    zoo.load("hf-hub:org/unet_resnet10t_camvid@<commit>", sha256="<digest>")
+    zoo.create("hf-hub:org/unet_resnet10t_camvid", pretrained=True)   # pretrained=False: config only
+    python tools/publish.py runs/unet_camvid --push-to-hub org/unet_resnet10t_camvid
 
 Files come through `huggingface_hub.hf_hub_download`: its cache (`HF_HUB_CACHE`),
 resumed downloads, revisions (a branch, tag or commit after `@`) and offline mode

@@ -1,10 +1,10 @@
 """Zoo weights: building models from trained weights, and verified, cached, resumable downloads.
 
-    zoo.create("unet_resnet18_camvid", pretrained=True)                  # an entry
-    zoo.create("unet_resnet18_camvid", pretrained=True, num_classes=5)   # fine-tuning from it
+    zoo.create("unet_resnet10t_camvid", pretrained=True)                  # an entry
+    zoo.create("unet_resnet10t_camvid", pretrained=True, num_classes=5)   # fine-tuning from it
     zoo.load("runs/unet_camvid")                                        # a run folder
-    zoo.load("https://host/models/unet_resnet18_camvid", sha256="...")   # a published folder
-    zoo.load("hf-hub:org/unet_resnet18_camvid@<commit>", sha256="...")   # on the Hugging Face Hub (zoo.hf)
+    zoo.load("https://host/models/unet_resnet10t_camvid", sha256="...")   # a published folder
+    zoo.load("hf-hub:org/unet_resnet10t_camvid@<commit>", sha256="...")   # on the Hugging Face Hub (zoo.hf)
 
 The entries themselves (what they are, where their list comes from) are
 `zoo.entries`; this module serves them to `zoo.create` through the registry's
@@ -57,6 +57,7 @@ from zoo.entries import (ENTRIES, Entry, check_entry_name, get_entry,  # noqa: F
                          read_index, register_entry)
 from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, download,  # noqa: F401
                           fetch, local_path, offline, sha256_of, verify)
+from zoo.names import did_you_mean
 
 PUBLISHED_FORMAT = "segzoo-published/1"
 WEIGHTS = "model.safetensors"
@@ -270,8 +271,9 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
         if not path.exists():
             if source in ENTRIES:
                 return create_entry(source, pretrained=True).to(map_location).eval()
-            raise FileNotFoundError(f"{source}: no such file or folder, nor an entry's name "
-                                    "(zoo.list_models(pretrained=True) lists them)")
+            hint = did_you_mean(source, list(ENTRIES), n=4) if path.name == source else ""  # a bare name
+            raise FileNotFoundError(f"{source}: no such file or folder, nor an entry's name"
+                                    f"{'; ' + hint if hint else ''} (zoo.list_models(pretrained=True) lists them)")
         weights, model_kwargs, meta = _read_folder(path, pointer)
         meta["source"] = str(path)
         _verify_local(weights, meta, sha256)

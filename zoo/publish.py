@@ -1,9 +1,9 @@
 """Publishing: a run folder (or a shipped entry) becomes a self-contained folder a URL
 can serve, or a Hugging Face Hub repository.
 
-    entry = publish("runs/unet_camvid", "unet_resnet18_camvid", "dist/unet_resnet18_camvid",
-                    url="https://host/models/unet_resnet18_camvid")
-    commit, digest = push_to_hub("runs/unet_camvid", "org/unet_resnet18_camvid")
+    entry = publish("runs/unet_camvid", "unet_resnet10t_camvid", "dist/unet_resnet10t_camvid",
+                    url="https://host/models/unet_resnet10t_camvid")
+    commit, digest = push_to_hub("runs/unet_camvid", "org/unet_resnet10t_camvid")
 
 The folder's layout is described in `zoo.hub`; a Hub repository holds config.json,
 model.safetensors and a README.md model card (see `zoo.hf`). Shipping inside the

@@ -107,6 +107,9 @@ class TrainConfig(_Section):
     sync_bn: bool = False
     log_interval: PosInt = 20
     checkpoint_interval: PosInt = 200
+    # Also checkpoint once this many minutes have passed since the last one (a long CPU
+    # run keeps its progress); null: by checkpoint_interval alone. Ctrl-C checkpoints too.
+    checkpoint_minutes: Optional[PosFloat] = None
 
 
 class EvalConfig(_Section):
@@ -147,6 +150,12 @@ class Recipe(_Section):
                 s > c for s, c in zip(e.stride, e.crop_size)):
             raise ValueError(f"eval.stride ({e.stride}) must not exceed eval.crop_size ({e.crop_size}): "
                              "windows would leave pixels unseen")
+        d = self.data
+        if d.crop_size is not None and d.train_transforms is not None:
+            # crop_size only sizes the default pipeline; listed entries crop (or not) themselves
+            raise ValueError(f"data.crop_size ({d.crop_size}) has no effect when data.train_transforms is "
+                             "set: give the crop in data.train_transforms (RandomCrop, PadIfNeeded) and "
+                             "set data.crop_size=null")
         k = self.model.get("num_classes")
         if isinstance(t.class_weights, list) and isinstance(k, int) and len(t.class_weights) != k:
             raise ValueError(f"train.class_weights has {len(t.class_weights)} values but "

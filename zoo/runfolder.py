@@ -224,6 +224,17 @@ def load_meta(checkpoint: Path) -> dict:
     return meta
 
 
+def weights_sha256(checkpoint: Path) -> str:
+    """The sha256 of a checkpoint's model.safetensors: what an evaluation records of the
+    weights it scored, and what publishing checks an evaluation against."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(Path(checkpoint) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_weights(checkpoint: Path, device="cpu") -> dict:
     return read_tensors(Path(checkpoint) / "model.safetensors", device)
 

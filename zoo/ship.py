@@ -1,6 +1,6 @@
 """Shipping a trained run as a zoo entry inside the package.
 
-    ship("runs/unet_camvid", "unet_resnet18_camvid", recipe_file="recipes/unet_camvid_entry.yaml")
+    ship("runs/unet_resnet10t_camvid", "unet_resnet10t_camvid", recipe_file="recipes/unet_resnet10t_camvid.yaml")
 
 writes `zoo/weights/<entry>.safetensors` (the best checkpoint, floating tensors as fp16:
 half the bytes, loaded back as fp32), its row of `zoo/weights/index.json` (what
@@ -96,19 +96,16 @@ def write_index(weights_dir: Path, entries: dict[str, hub.Entry]) -> None:
 
 
 def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict, list | None]:
-    """(metrics, eval protocol, logit bias): an evaluation file of this very checkpoint
-    (with the logit bias it was measured with, from `segzoo eval --calibration`), else
-    the checkpoint's own val metrics."""
+    """(metrics, eval protocol, logit bias): an evaluation file of this very checkpoint's
+    weights, by their sha256 (with the logit bias it was measured with, from `segzoo eval
+    --calibration`), else the checkpoint's own val metrics."""
     bias = None
     if eval_file is None:
         metrics, protocol = dict(meta.get("metrics") or {}), dict(meta.get("eval_protocol") or {})
         where = f"{ckpt}/meta.json"
     else:
         result = json.loads(Path(eval_file).read_text())
-        named = Path(str(result.get("checkpoint", ""))).name
-        if named != ckpt.name:
-            raise ShipError(f"{eval_file}: evaluates checkpoint {named or '(unnamed)'!r}, "
-                            f"but the shipped one is {ckpt.name!r}")
+        _check_scored(Path(eval_file), result, ckpt)
         metrics = {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou", "split")
                    if k in result}
         protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
@@ -118,6 +115,24 @@ def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[d
     if missing:
         raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
     return metrics, protocol, bias
+
+
+def _check_scored(eval_file: Path, result: dict, ckpt: Path) -> None:
+    """The evaluation must have scored these very weights: a folder name (`iter_000400`)
+    is shared by runs stopped at the same iteration, and by a run retrained in place."""
+    from zoo.runfolder import weights_sha256
+    scored, named = result.get("weights_sha256"), Path(str(result.get("checkpoint", ""))).name or "(unnamed)"
+    if not scored:
+        raise ShipError(f"{eval_file}: records no weights_sha256 of the weights it scored (checkpoint "
+                        f"{named!r}); evaluate {ckpt} again with `segzoo eval`")
+    if scored != weights_sha256(ckpt):
+        raise ShipError(f"{eval_file}: scored other weights (checkpoint {named!r}, sha256 {scored[:12]}...) "
+                        f"than the ones published, {ckpt}; evaluate those with `segzoo eval`")
+    backend = result.get("backend") or {"backend": "torch", "precision": "fp32"}
+    if (backend.get("backend"), backend.get("precision")) != ("torch", "fp32"):  # numbers of another model
+        raise ShipError(f"{eval_file}: scored the weights through {backend.get('backend')} "
+                        f"{backend.get('precision')}, not as published (torch fp32); evaluate {ckpt} "
+                        "with `segzoo eval` and its default --backend")
 
 
 def _check_gain(name: str, old: hub.Entry | None, miou: float, force: bool) -> None:

@@ -1,11 +1,11 @@
 """Ship a run as a zoo entry, publish it as a folder or on the Hugging Face Hub, or
 regenerate MODEL_CARD.md's entries.
 
-    segzoo publish runs/unet_camvid --ship unet_resnet18_camvid --recipe recipes/unet_camvid_entry.yaml
-    segzoo publish runs/unet_camvid --name unet_resnet18_camvid --out dist/unet_resnet18_camvid
-    segzoo publish runs/unet_camvid --name unet_resnet18_camvid --out dist/unet_resnet18_camvid \
-        --eval runs/unet_camvid/eval-val-whole-calibrated.json   # with its calibration
-    segzoo publish unet_resnet18_camvid --push-to-hub org/unet_resnet18_camvid   # a run or an entry
+    segzoo publish runs/unet_resnet10t_camvid --ship unet_resnet10t_camvid --recipe recipes/unet_resnet10t_camvid.yaml
+    segzoo publish runs/unet_resnet10t_camvid --name unet_resnet10t_camvid --out dist/unet_resnet10t_camvid
+    segzoo publish runs/unet_resnet10t_camvid --name unet_resnet10t_camvid --out dist/unet_resnet10t_camvid \\
+        --eval runs/unet_resnet10t_camvid/eval-val-whole-calibrated.json   # with its calibration
+    segzoo publish unet_resnet10t_camvid --push-to-hub org/unet_resnet10t_camvid   # a run or an entry
     segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
 
 --ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
@@ -35,7 +35,7 @@ def main(argv=None, prog=None):
                                                 "checkpoint's own val metrics)")
     p.add_argument("--force", action="store_true", help="with --ship: replace an entry even without a 0.02 gain")
     p.add_argument("--weights-dir", default=None, help="with --ship: default the package's zoo/weights")
-    p.add_argument("--name", help="with --out: the entry's name, e.g. unet_resnet18_camvid")
+    p.add_argument("--name", help="with --out: the entry's name, e.g. unet_resnet10t_camvid")
     p.add_argument("--out", help="folder to write")
     p.add_argument("--url", default=None, help="where --out will be served (default: its file:// URL)")
     p.add_argument("--push-to-hub", metavar="ORG/REPO", help="upload to the Hugging Face Hub")

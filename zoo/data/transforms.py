@@ -14,7 +14,9 @@ entries must not repeat. With `entries=None` the defaults are:
 - training: RandomScale 0.5-2.0, PadIfNeeded to `crop_size` (image 0, mask
   `ignore_index`), RandomCrop `crop_size`, HorizontalFlip, ColorJitter;
   family "synthetic": HorizontalFlip only (plus pad/crop when `crop_size` is set).
-  Without `crop_size` no crop is made, so images keep varying sizes.
+  Without `crop_size` no crop is made, so images keep varying sizes. `crop_size`
+  sizes these defaults only: a recipe that lists its own entries crops in them,
+  and `zoo/recipe.py` refuses `data.crop_size` beside `data.train_transforms`.
 - evaluation: normalisation only, at full resolution.
 
 albumentations is imported inside the functions: it takes seconds to import.

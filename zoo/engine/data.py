@@ -4,8 +4,13 @@
 function of (seed, samples already seen), so a resumed run draws exactly the
 batches and augmentations the uninterrupted one would have; `val_loader`
 shards evaluation. A recipe's dataset comes from `zoo.data.make_dataset`.
+Loader workers are capped at the CPU cores the process may use, and ignore
+Ctrl-C, which the trainer answers (`zoo.engine.runtime.StopRequest`).
 """
 from __future__ import annotations
+
+import os
+import signal
 
 import numpy as np
 import torch
@@ -79,11 +84,35 @@ def spread(n: int, count: int | None) -> list[int]:
     return sorted({int(i * n / count) for i in range(count)})
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask, as torch's DataLoader counts them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def loader_workers(requested: int) -> tuple[int, str | None]:
+    """(workers, a note when capped): more loader workers than cores only make them
+    compete (and torch warns about it on every loader)."""
+    cpus = usable_cpus()
+    if requested <= cpus:
+        return requested, None
+    return cpus, (f"data.num_workers={requested} capped at {cpus}, the CPU cores this process "
+                  "may use")
+
+
+def ignore_sigint(worker_id: int = 0) -> None:
+    """A loader worker's init: Ctrl-C reaches the whole process group, and a worker it
+    killed would fail the step the trainer means to finish and checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def val_loader(dataset, data, eval_cfg, dist_info) -> DataLoader:
     if eval_cfg.max_images is not None:
         dataset = Subset(dataset, range(min(eval_cfg.max_images, len(dataset))))
     # Shard without padding (a DistributedSampler would count padded images twice).
     indices = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    workers = min(loader_workers(data.num_workers)[0], 2)
     return DataLoader(Subset(dataset, indices), batch_size=eval_cfg.batch_size, shuffle=False,
-                      num_workers=min(data.num_workers, 2),
+                      num_workers=workers, worker_init_fn=ignore_sigint if workers else None,
                       pin_memory=data.pin_memory and torch.cuda.is_available())

@@ -58,6 +58,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun, even as its only process
 
     @property
     def is_main(self) -> bool:
@@ -65,7 +66,7 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def initialized() -> bool:
@@ -83,12 +84,20 @@ def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.elastic) names its run in every process it starts."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def setup(device: torch.device) -> DistInfo:
-    """Join the process group torchrun describes; a no-op for one process."""
+    """Join the process group torchrun describes; a no-op for a plain single process.
+    `torchrun --nproc_per_node=1` joins too, so one GPU runs the path many GPUs run
+    (nccl, DDP, SyncBatchNorm), the way a multi-GPU run is rehearsed on one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and not launched_by_torchrun():
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")),
+                    launched=True)
     if not initialized():
         kwargs = {"backend": "nccl" if device.type == "cuda" else "gloo", "timeout": timeout()}
         if device.type == "cuda":
@@ -193,6 +202,16 @@ def all_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def any_true(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag OR-ed over ranks, in one collective (a stop or a checkpoint that every
+    rank must take at the same iteration)."""
+    if not initialized():
+        return [bool(f) for f in flags]
+    t = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
 
 
 def mean(value: torch.Tensor) -> torch.Tensor:

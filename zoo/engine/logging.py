@@ -23,7 +23,7 @@ from zoo.fileio import atomic_write_text
 BOUNDARY_KEYS = ("boundary_iou", "trimap_miou")
 
 
-def _boundary_text(result: dict) -> str:
+def boundary_text(result: dict) -> str:
     """"  boundary IoU 0.4120  trimap mIoU 0.5531" for the keys the result has."""
     names = {"boundary_iou": "boundary IoU", "trimap_miou": "trimap mIoU"}
     return "".join(f"  {names[k]} {result[k]:.4f}" for k in BOUNDARY_KEYS if k in result)
@@ -73,8 +73,11 @@ class RunLogger:
             print(f"[{it + 1}/{self.total}] {text}", flush=True)
 
     def info(self, text: str) -> None:
-        if self.enabled:
-            (self.bar.write if self.bar is not None else print)(text)
+        if self.enabled:  # flushed: stdout piped to a file or `tee` is block-buffered
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, flush=True)
 
     def eval_result(self, it: int, result: dict, class_names) -> None:
         row = {"iter": it + 1, "mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"],
@@ -82,7 +85,7 @@ class RunLogger:
         row.update({k: result[k] for k in BOUNDARY_KEYS if k in result})
         self.write({**row, "per_class_iou": result["per_class_iou"]})
         self.info(f"[{it + 1}/{self.total}] val mIoU {result['mIoU']:.4f}  "
-                  f"pixel acc {result['pixel_acc']:.4f}" + _boundary_text(result))
+                  f"pixel acc {result['pixel_acc']:.4f}" + boundary_text(result))
         if self.wandb is not None:
             import wandb
             per_class = {f"iou/{k}": v for k, v in result["per_class_iou"].items() if v is not None}

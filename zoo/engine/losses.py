@@ -8,6 +8,10 @@
 - Sums such as ``ce+dice`` or ``ce+lovasz``: any ``+``-joined terms.
 - An auxiliary head (PSPNet's deep supervision on stage 4, weight 0.4) adds
   ``aux_weight`` times the same criterion on the auxiliary logits.
+- A batch without one labelled pixel (a crop of an unlabelled region) adds a
+  zero, on every term: still a function of the logits, so that backward
+  reaches every parameter with a zero gradient and DDP's all-reduce, which
+  waits for every parameter's gradient, goes on.
 - Median frequency balancing (Eigen & Fergus 2015, used by SegNet on CamVid):
   ``weight_c = median(freq) / freq_c`` with ``freq_c`` the pixels of class c
   over the pixels of the images in which c is present.
@@ -60,13 +64,19 @@ def _resize_to(logits: Tensor, target: Tensor) -> Tensor:
 class SegLoss(nn.Module):
     """Sum of named terms on the main logits, plus ``aux_weight`` times the same on aux logits."""
 
-    def __init__(self, terms: Dict[str, nn.Module], aux_weight: float = 0.0):
+    def __init__(self, terms: Dict[str, nn.Module], aux_weight: float = 0.0,
+                 ignore_index: int = IGNORE_INDEX):
         super().__init__()
         self.terms = nn.ModuleDict(terms)
         self.aux_weight = float(aux_weight)
+        self.ignore_index = ignore_index
 
     def criterion(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = _resize_to(logits, target)
+        if not (target != self.ignore_index).any():
+            # Mean-reduced terms divide by zero pixels (ce: NaN) or fail (lovasz): nothing
+            # to learn here, yet the graph must reach every parameter (see the docstring).
+            return logits.sum() * 0.0
         return sum(term(logits, target) for term in self.terms.values())
 
     def forward(self, logits: Tensor, target: Tensor, aux_logits: Optional[Tensor] = None) -> Tensor:
@@ -96,7 +106,7 @@ def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = IGNORE
             raise ValueError(f"{weights.numel()} class weights for {num_classes} classes")
         if parts == ["lovasz"]:
             raise ValueError("class_weights are not supported by the lovasz loss")
-    return SegLoss({p: _TERMS[p](ignore_index, weights) for p in parts}, aux_weight)
+    return SegLoss({p: _TERMS[p](ignore_index, weights) for p in parts}, aux_weight, ignore_index)
 
 
 def class_frequencies(dataset, num_classes: int, ignore_index: int = IGNORE_INDEX,

@@ -7,6 +7,9 @@ checkpoint was trained with in ways the run can follow: a longer (or shorter)
 `train.iters` stretches the schedule to the new end. Changes it cannot follow
 (another schedule, warm-up, lr, optimizer or its settings) are refused with a
 one-line error naming the key, rather than silently keeping the saved ones.
+So are changes to what the weights mean or learn (`FIXED_KEYS`: the model, the
+data set and its classes, the input normalisation, the loss), checked by
+`check_unchanged` against the run's recipe.yaml before anything is built.
 The best mIoU comes from the `best` pointer, which may be newer than `last`.
 """
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from zoo import runfolder as ckpt
 from zoo.engine.optim import ScheduleChangeError, restore_scheduler
-from zoo.recipe import RecipeError
+from zoo.recipe import RecipeError, recipe_to_dict
 
 # LRFactor settings -> the recipe keys they come from.
 _SCHEDULE_KEYS = {"name": "train.schedule", "warmup_iters": "train.warmup_iters", "power": "train.power",
@@ -24,6 +29,10 @@ _SCHEDULE_KEYS = {"name": "train.schedule", "warmup_iters": "train.warmup_iters"
 # Optimizer hyperparameters that load_state_dict would silently restore over the recipe's.
 _OPTIMIZER_KEYS = {"momentum": "train.momentum", "weight_decay": "train.weight_decay",
                    "betas": "train.betas"}
+# Recipe keys (and every key under them) that a resumed run cannot follow: the weights
+# would not load, or would go on meaning or learning something else than the recipe says.
+FIXED_KEYS = ("model", "data.dataset", "data.options", "data.ignore_index", "data.mean", "data.std",
+              "train.loss", "train.class_weights", "train.aux_weight")
 
 
 @dataclass
@@ -66,6 +75,53 @@ def _newest_readable(ckpt_dir: Path, device, main: bool) -> tuple[Path, dict, di
 def _changed(key: str, saved, now, path: Path) -> RecipeError:
     return RecipeError(f"{key} changed {saved} -> {now} since the checkpoint {path}: a resumed run "
                        f"cannot follow that; set it back, or train into a new run folder")
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if isinstance(d, tuple):  # recipes built in code may hold tuples where YAML has lists
+        d = list(d)
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_unchanged(recipe, run_dir: Path) -> None:
+    """Refuse, naming the first key, a recipe that changes a `FIXED_KEYS` value of the
+    run in `run_dir` (its recipe.yaml, written when it started or last resumed)."""
+    saved_file = Path(run_dir) / "recipe.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    now = recipe_to_dict(recipe)
+    for key in FIXED_KEYS:
+        section, _, name = key.partition(".")
+        old = _flat((saved.get(section) or {}).get(name) if name else saved.get(section), key)
+        new = _flat(now.get(section, {}).get(name) if name else now.get(section), key)
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):  # a key left out keeps its default, as null does
+                raise RecipeError(f"{k} changed {_show(old.get(k))} -> {_show(new.get(k))} since the run in "
+                                  f"{run_dir} began ({saved_file}): a resumed run cannot follow that; set "
+                                  "it back, or train into a new run folder (--name, --run-dir or --fresh)")
+
+
+def _show(value) -> str:
+    return "unset" if value is None else str(value)
+
+
+def check_classes(ckpt_dir: Path, classes: list) -> None:
+    """Refuse data whose classes differ from those the last checkpoint was trained on."""
+    path = ckpt.resolve(Path(ckpt_dir), "last")
+    try:
+        saved = ckpt.load_meta(path).get("classes") if path is not None else None
+    except (ckpt.CheckpointError, FileNotFoundError):
+        return  # restore() names the unreadable file, or falls back to `previous`
+    if saved is not None and list(saved) != list(classes):
+        raise RecipeError(f"the data set's classes changed since the checkpoint {path}: {len(saved)} "
+                          f"({', '.join(saved[:4])}, ...) -> {len(classes)} ({', '.join(classes[:4])}, ...); "
+                          "point data at the run's data set, or train into a new run folder")
 
 
 def _check_optimizer(optimizer, saved: dict, recipe, path: Path) -> None:

@@ -4,7 +4,9 @@
 recipe, then loops: forward (AMP), loss (+ auxiliary), non-finite check,
 backward, clip, step, schedule. It evaluates every `eval.interval`
 iterations, checkpoints every `train.checkpoint_interval` (and keeps the
-best by val mIoU), and writes `eval.json` and pictures at the end.
+best by val mIoU), also every `train.checkpoint_minutes` and on Ctrl-C (after
+the step under way), and writes `eval.json` and pictures at the end. It holds
+the run folder's lock (`zoo/engine/rundir.py`) from start to end.
 
 Exact resume: batches come from a sampler that is a pure function of
 (seed, samples already seen), each sample's augmentation is seeded by its
@@ -34,8 +36,9 @@ from torch.utils.data import DataLoader
 from zoo import runfolder as ckpt
 from zoo.engine import distributed as D
 from zoo.data import make_dataset
-from zoo.engine.data import SeededSamples, StreamSampler, val_loader
-from zoo.engine.runtime import resolve_speed
+from zoo.engine.data import SeededSamples, StreamSampler, ignore_sigint, loader_workers, val_loader
+from zoo.engine.resume import check_classes, check_unchanged, restore
+from zoo.engine.runtime import StopRequest, resolve_speed
 from zoo.engine.visualize import write_pictures
 from zoo.engine.reproduce import (determinism_record, rng_state, seed_everything, set_rng_state,
                                   watch_nondeterministic)
@@ -101,23 +104,42 @@ def eval_protocol(eval_cfg) -> dict:
 
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = True):
-        self.recipe, self.run_dir = recipe, Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        t = recipe.train
-        if t.threads is not None:
-            torch.set_num_threads(t.threads)
-        self.device = D.device_for(t.device)
+        from zoo.engine.rundir import lock_on_main
+        self.recipe = recipe
+        if recipe.train.threads is not None:
+            torch.set_num_threads(recipe.train.threads)
+        self.device = D.device_for(recipe.train.device)
         self.dist = D.setup(self.device)
         # Rank 0's folder for all: one run folder, whatever each process was told.
-        self.run_dir = Path(D.broadcast_object(str(self.run_dir)))
+        self.run_dir = Path(D.broadcast_object(str(run_dir)))
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.lock = lock_on_main(self.run_dir, self.dist.is_main)
+        try:
+            self._build(recipe, resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let another process train in the folder (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _build(self, recipe: Recipe, resume: bool) -> None:
+        t = recipe.train
+        resuming = resume and ckpt.resolve(self.ckpt_dir, "last") is not None
+        if resuming:  # before anything is built: a changed model would fail to load its weights
+            check_unchanged(recipe, self.run_dir)
         seed_everything(t.seed, t.deterministic)
         self.speed = resolve_speed(t, self.device)
 
         self.train_set = make_dataset(recipe.data, recipe.data.train_split, train=True)
         self.val_set = make_dataset(recipe.data, recipe.data.val_split, train=False)
         self.classes = list(self.train_set.classes)
+        if resuming:
+            check_classes(self.ckpt_dir, self.classes)
         self.ignore_index = self.train_set.ignore_index
+        self.workers, capped = loader_workers(recipe.data.num_workers)
         self.model = build_model(recipe, self.train_set).to(self.device)
         if t.sync_bn:
             self.model = D.sync_batchnorm(self.model, self.device, self.dist)
@@ -138,9 +160,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed["amp"] == "fp16")
         self.start_iter, self.samples_seen, self.best_miou = 0, 0, -1.0
         self.last_eval: dict | None = None
-        self.notes: list[str] = []  # said in the log once it is open
+        self.notes: list[str] = [capped] if capped else []  # said in the log once it is open
         self.nondeterministic_ops: set[str] = set()
-        if resume and ckpt.resolve(self.ckpt_dir, "last") is not None:
+        self.saved_at = (self.start_iter, time.monotonic())  # the last checkpoint: iteration, clock
+        if resuming:
             self._resume()
         D.check_same("the point to resume from (iteration, samples seen); every process must see "
                      f"the run folder {self.run_dir}", (self.start_iter, self.samples_seen))
@@ -156,7 +179,9 @@ class Trainer:
                 "palette": np.asarray(self.train_set.palette).tolist(),
                 "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
                 "eval_protocol": eval_protocol(self.recipe.eval),
-                "metrics": _headline(self.last_eval), "iteration": iteration,
+                "metrics": {k: v for k, v in (self.last_eval or {}).items()
+                            if k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou")},
+                "iteration": iteration,
                 "dataset": self.recipe.data.dataset, "ignore_index": self.ignore_index,
                 "determinism": determinism_record(
                     self.device, self.recipe.train.deterministic, threads=torch.get_num_threads(),
@@ -179,14 +204,16 @@ class Trainer:
                 if p == "best":
                     info["mIoU"] = self.best_miou
                 ckpt.set_pointer(self.ckpt_dir, p, path, **info)
+        if "last" in pointers:
+            self.saved_at = (iteration, time.monotonic())
         D.barrier()
 
     def _resume(self) -> None:
-        from zoo.engine.resume import restore
         r = restore(self.ckpt_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                     scaler=self.scaler, recipe=self.recipe, device=self.device, main=self.dist.is_main)
         set_rng_state(r.rng)
         self.start_iter, self.samples_seen, self.best_miou = r.iteration, r.samples_seen, r.best_miou
+        self.saved_at = (self.start_iter, time.monotonic())
         self.resumed_from = r.path
         self.notes += r.notes
 
@@ -196,14 +223,22 @@ class Trainer:
         sampler = StreamSampler(len(self.train_set), d.batch_size, self.recipe.train.seed,
                                 start=self.samples_seen, rank=self.dist.rank,
                                 world_size=self.dist.world_size)
-        workers = d.num_workers
+        workers = self.workers  # capped at the cores (loader_workers)
         return DataLoader(SeededSamples(self.train_set), batch_sampler=sampler, num_workers=workers,
+                          worker_init_fn=ignore_sigint if workers > 0 else None,
                           pin_memory=d.pin_memory and self.device.type == "cuda",
                           persistent_workers=d.persistent_workers and workers > 0,
                           prefetch_factor=4 if workers > 0 else None,
                           generator=torch.Generator().manual_seed(self.recipe.train.seed))
 
     def fit(self) -> dict:
+        try:
+            with StopRequest(announce=self.dist.is_main) as stop:
+                return self._fit(stop)
+        finally:
+            self.release()
+
+    def _fit(self, stop: StopRequest) -> dict:
         from zoo.engine.logging import RunLogger
         r, t = self.recipe, self.recipe.train
         if self.dist.is_main:
@@ -212,8 +247,10 @@ class Trainer:
         log = RunLogger(self.run_dir, total_iters=t.iters, start_iter=self.start_iter,
                         enabled=self.dist.is_main, wandb_cfg=r.log, config=recipe_to_dict(r))
         log.info(f"{type(self.train_set).__name__}: {len(self.train_set)} train / {len(self.val_set)} val "
-                 f"images; device {self.device}; threads {torch.get_num_threads()}; "
-                 f"amp {self.speed['amp']}; processes {self.dist.world_size}")
+                 f"images; model {self.model.config.get('name', type(self.model).__name__)} "
+                 f"({sum(p.numel() for p in self.model.parameters()) / 1e6:.1f}M parameters); "
+                 f"device {self.device}; threads {torch.get_num_threads()}; "
+                 f"amp {self.speed['amp']}; processes {self.dist.world_size}; loader workers {self.workers}")
         for note in self.notes:
             log.info(note)
         if self.start_iter:
@@ -236,6 +273,9 @@ class Trainer:
                 window["wait"] += t_data
                 window["time"] += step_time
                 done = it + 1
+                if it == self.start_iter:  # the first sign of life on a slow machine: say what a step costs
+                    log.info(f"[{done}/{t.iters}] first step {step_time:.1f} s ({t_data:.1f} s of it "
+                             f"waiting for data); a progress line every {t.log_interval} iterations")
                 if done % t.log_interval == 0 or done == t.iters:
                     log.train_step(it, {"iter": done, "loss": D.mean(loss.detach()).item(),
                                         "lr": self.optimizer.param_groups[-1]["lr"],
@@ -250,10 +290,15 @@ class Trainer:
                         self.best_miou = self.last_eval["mIoU"]
                         pointers.append("best")
                     self.net.train()
-                if done % t.checkpoint_interval == 0 or done == t.iters:
+                (at, clock), minutes = self.saved_at, t.checkpoint_minutes
+                due = minutes is not None and done > at and time.monotonic() - clock >= 60 * minutes
+                due, stopping = D.any_true([due, stop.requested], self.device)  # all ranks alike
+                if done % t.checkpoint_interval == 0 or done == t.iters or due or stopping:
                     pointers.append("last")
                 if pointers:
                     self.save(done, tuple(pointers))
+                if stopping:
+                    raise KeyboardInterrupt
             result = self.finish(log)
         finally:
             log.close()
@@ -306,9 +351,11 @@ class Trainer:
     def finish(self, log) -> dict:
         if self.last_eval is None:  # resumed after the last iteration: evaluate again
             self.last_eval = self.evaluate()
+        last = ckpt.resolve(self.ckpt_dir, "last")
         result = {**self.last_eval, "iteration": self.recipe.train.iters, "best_mIoU": self.best_miou,
-                  "checkpoint": str(ckpt.resolve(self.ckpt_dir, "last"))}
+                  "checkpoint": str(last)}
         if self.dist.is_main:
+            result["weights_sha256"] = ckpt.weights_sha256(last)  # the weights scored (publish --eval)
             atomic_write_json(self.run_dir / "eval.json", result)
             pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
                                       self.last_eval, self.classes, self.device,
@@ -318,16 +365,9 @@ class Trainer:
         return result
 
 
-def _headline(result: dict | None) -> dict:
-    if not result:
-        return {}
-    return {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou") if k in result}
-
-
 def train(recipe: Recipe, run_dir: Path, *, resume: bool = True) -> dict:
-    trainer = Trainer(recipe, run_dir, resume=resume)
     try:
-        return trainer.fit()
+        return Trainer(recipe, run_dir, resume=resume).fit()
     finally:
         D.cleanup()
 
