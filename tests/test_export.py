@@ -2,6 +2,7 @@
 import runpy
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort  # the [dev] extra installs the exporters
 import onnxscript  # noqa: F401  the dynamo-based ONNX exporter needs it
 import pytest
@@ -144,3 +145,22 @@ def test_cli_onnx_parity_fcn8s_transposed(tmp_path, capsys):
     model = build("fcn8s-transposed")
     for size in SIZES:
         assert onnx_max_diff(tmp_path / "fcn8s.onnx", model, size) < 1e-4
+
+
+@pytest.mark.slow  # three export attempts, ~90 s on a busy 2-core machine
+def test_cli_pspnet_falls_back_to_a_fixed_size_and_says_so(tmp_path, capsys):
+    """Adaptive pooling to 2, 3 and 6 bins has no dynamic ONNX form: with the default options
+    the file is exported at the fixed --size, with its preprocessing metadata, and a note."""
+    from zoo.commands.export import main
+    from zoo.deploy import read_info
+    code = main(["--model", "pspnet", "--arg", "encoder=test_resnet", "--arg", "head_channels=16",
+                 "--arg", "aux_channels=8", "--arg", "num_classes=3", "--formats", "onnx",
+                 "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("note: pspnet/bilinear onnx exported at the fixed size 64x64 (as --static does): dynamic "
+            "height and width failed; --size H W exports another size") in out
+    assert "GatherND" in out or "adaptive_avg_pool2d" in out  # why, from the dynamic attempts
+    model = onnx.load(str(tmp_path / "pspnet.onnx"))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    assert read_info(tmp_path / "pspnet.onnx")["size"] == [64, 64]

@@ -32,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -158,11 +160,32 @@ def _onnx_runner(path: Path):
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters' progress lines and tracer warnings; the report says what matters."""
+    """The exporters' progress lines and tracer warnings; the report says what matters.
+    The TorchScript exporter's C++ side prints whole graphs when it fails, past Python's
+    sys.stdout and sys.stderr: their file descriptors are silenced too."""
     with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
-          contextlib.redirect_stderr(io.StringIO())):
+          contextlib.redirect_stderr(io.StringIO()), _silent_fd(1), _silent_fd(2)):
         warnings.simplefilter("ignore")
         yield
+
+
+@contextlib.contextmanager
+def _silent_fd(fd: int):
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no such descriptor (an embedded interpreter): nothing to silence
+        yield
+        return
+    for stream in (sys.__stdout__, sys.__stderr__):  # what was written before stays visible
+        if stream is not None:
+            stream.flush()
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def export_model(model: nn.Module, out_dir, formats=FORMATS, size=(64, 64), dynamic: bool = True,

@@ -4,9 +4,12 @@
     out = zoo.predict("runs/unet_camvid", "frame.png")   # a path, an (H, W, 3) uint8 array or a PIL image
     out.mask, out.probabilities, out.overlay             # (H, W), (K, H, W), (H, W, 3) at the image's size
 
-    predictor = zoo.Predictor("unet_resnet18_camvid")    # load once (any source of zoo/sources.py)
+    predictor = zoo.Predictor("unet_resnet10t_camvid")   # load once (any source of zoo/sources.py)
     for path in image_files(["photos/"]):
         predictor(path).save("preds/", path.stem)
+
+    zoo.Predictor("fcn8s_resnet10t_camvid", backend="onnxruntime")                  # CPU deployment
+    zoo.Predictor("fcn8s_resnet10t_camvid", backend="onnxruntime", precision="int8")
 
 An image goes through the training recipe's validation transforms (a resize,
 say) and its mean / std, then the evaluation protocol stored with the weights
@@ -14,6 +17,11 @@ say) and its mean / std, then the evaluation protocol stored with the weights
 to the image's own size, as the run's pictures do. Without a recipe (a model
 object, an entry without one) the image is only normalised, with the model's
 `meta` mean / std or ImageNet's.
+
+`backend="onnxruntime"` runs the same protocol on an exported copy of the
+model (zoo/deploy.py: exported once, cached beside the weights by their
+sha256); `precision="int8"` on its statically quantized copy, calibrated on
+frames of the training split (`data_root` replaces the recipe's data.root).
 """
 from __future__ import annotations
 
@@ -81,14 +89,20 @@ def as_rgb(image) -> np.ndarray:
 class Predictor:
     """A model from any source, ready to predict images; see the module docstring."""
 
-    def __init__(self, source, *, device="auto", pointer: str = "best"):
+    def __init__(self, source, *, device="auto", pointer: str = "best", backend: str = "torch",
+                 precision: str = "fp32", threads: int | None = None, data_root: str | None = None):
         from zoo.data import build_transform
         from zoo.data.base import IMAGENET_MEAN, IMAGENET_STD
+        from zoo.deploy import BACKENDS, PRECISIONS, backend_model, check_choice, runtime_device
         from zoo.engine.distributed import device_for
         from zoo.sources import load_source
-        self.device = device_for(device, what="device")
+        check_choice(backend, BACKENDS, "backend")
+        check_choice(precision, PRECISIONS, "precision")
+        self.device = device_for(runtime_device(backend, device), what="device")
         src = load_source(source, pointer=pointer, device=self.device)
-        self.model, self.meta, self.recipe = src.model, src.meta, src.recipe
+        self.meta, self.recipe = src.meta, src.recipe
+        self.model = backend_model(src, source, backend=backend, precision=precision, threads=threads,
+                                   data_root=data_root, pointer=pointer)
         r = self.recipe
         if r is not None:
             entries, family, mean, std = r.data.val_transforms, r.data.dataset, r.data.mean, r.data.std
@@ -141,9 +155,10 @@ def image_files(paths) -> list[Path]:
     return files
 
 
-def predict_files(source, images, out_dir, *, pointer: str = "best", device="auto") -> list[Path]:
-    """`tools/predict.py`: masks and overlays for image files and folders of images."""
-    predictor = Predictor(source, device=device, pointer=pointer)
+def predict_files(source, images, out_dir, *, pointer: str = "best", device="auto", **backend) -> list[Path]:
+    """`tools/predict.py`: masks and overlays for image files and folders of images;
+    `backend`: Predictor's backend, precision, threads and data_root."""
+    predictor = Predictor(source, device=device, pointer=pointer, **backend)
     written = []
     for path in image_files(images):
         written += predictor(path).save(out_dir, path.stem)

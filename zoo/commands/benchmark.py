@@ -4,9 +4,13 @@ optionally beside the matching segmentation_models_pytorch model (zoo/bench.py).
     segzoo benchmark --arch unet --encoder resnet18 --upsample nearest \\
         --size 256 256 --batch 4 --threads 2 --against smp --json runs/bench.json
     segzoo benchmark --arch unet pspnet --upsample bilinear transposed   # a grid
+    segzoo benchmark --upsamplers --arch unet --encoder resnet18 --size 360 480 --batch 2 \\
+        --threads 1 --json runs/upsamplers.json   # every registered upsampler, ratios to bilinear
     segzoo benchmark --device cuda --recipe-defaults --against smp --smp-eager-fp32
-    segzoo benchmark --learning --arch unet pspnet --data ../shared/data/camvid \
+    segzoo benchmark --learning --arch unet pspnet --data camvid \\
         --seeds 0 1 --learning-iters 500 --out runs/parity    # zoo vs smp, one sample stream
+    segzoo benchmark --deploy all --data camvid --json runs/deploy.json
+        # eager vs ONNX Runtime fp32 / int8 on the zoo's entries: latency, agreement, val mIoU
 """
 import argparse
 
@@ -16,7 +20,12 @@ def parse(argv=None, prog=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", nargs="+", default=["unet"])
     p.add_argument("--encoder", nargs="+", default=["resnet18"])
-    p.add_argument("--upsample", nargs="+", default=["nearest"])
+    p.add_argument("--upsample", nargs="+", default=None, help="default: nearest; with --upsamplers: "
+                   "every registered upsampler")
+    p.add_argument("--upsamplers", action="store_true",
+                   help="one row per upsampler: parameters, GFLOPs, training step, inference latency "
+                        "and peak memory as ratios to bilinear, models taking turns "
+                        "(zoo/upsampler_cost.py); --iters is the number of turns")
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--num-classes", type=int, default=21)
@@ -57,7 +66,47 @@ def parse(argv=None, prog=None):
                         "train only the zoo's: to measure a change to the zoo at half the cost")
     g.add_argument("--before", default=None, metavar="JSON",
                    help="an earlier report whose zoo curve the plot adds, dashed")
+    d = p.add_argument_group("deployment (--deploy): PyTorch eager vs ONNX Runtime fp32 and int8 "
+                             "(zoo/deploy_bench.py); --data, --rounds and --json apply")
+    d.add_argument("--deploy", nargs="+", default=None, metavar="ENTRY",
+                   help="zoo entries to time and score at their eval size; 'all' for every one")
+    d.add_argument("--deploy-threads", type=int, nargs="+", default=[1, 2], metavar="N")
+    d.add_argument("--max-images", type=int, default=None, help="val frames scored (default: all)")
+    d.add_argument("--timed-frames", type=int, default=10, help="val frames timed per round")
     return p.parse_args(argv)
+
+
+def deploy(args):
+    from zoo.commands.errors import run
+    from zoo.deploy_bench import run as run_deploy
+    run(run_deploy, args.deploy, json_path=args.json, threads=tuple(args.deploy_threads),
+        data_root=args.data, max_images=args.max_images, timed_frames=args.timed_frames,
+        rounds=args.rounds, log=lambda line: print(line, flush=True))
+
+
+def upsampler_cost(args):
+    import json
+    from pathlib import Path
+    from zoo.bench import parse_model_args
+    from zoo.upsampler_cost import format_table, measure
+    for arch, encoder in [(a, e) for a in args.arch for e in args.encoder]:
+        try:
+            report = measure(arch, encoder, tuple(args.size), args.batch, upsamplers=args.upsample,
+                             num_classes=args.num_classes, model_args=parse_model_args(args.arg),
+                             device=args.device, iters=args.iters, warmup=args.warmup,
+                             log=lambda line: print(line, flush=True))
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"{arch} / {encoder} at {args.size[0]}x{args.size[1]}, batch {args.batch}, "
+              f"{report['meta']['threads']} thread(s); peak memory: {report['meta']['memory']}")
+        print(format_table(report))
+        if args.json:
+            path = Path(args.json)
+            if len(args.arch) * len(args.encoder) > 1:
+                path = path.with_name(f"{path.stem}-{arch}-{encoder}{path.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1) + "\n")
+            print(f"wrote {path}")
 
 
 def _report(path: str) -> dict:
@@ -103,13 +152,17 @@ def main(argv=None, prog=None):
         torch.set_num_threads(args.threads)
     if args.learning or args.combine:
         return learning(args)
+    if args.upsamplers:
+        return upsampler_cost(args)
+    if args.deploy:
+        return deploy(args)
     speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
     if args.recipe_defaults:
         from types import SimpleNamespace
         from zoo.engine.runtime import resolve_speed
         cfg = SimpleNamespace(amp="auto", channels_last="auto", compile="auto")
         speed = resolve_speed(cfg, torch.device(args.device))
-    specs = grid(args.arch, args.encoder, args.upsample, parse_model_args(args.arg),
+    specs = grid(args.arch, args.encoder, args.upsample or ["nearest"], parse_model_args(args.arg),
                  size=tuple(args.size), batch=args.batch, device=args.device,
                  num_classes=args.num_classes, aux_weight=args.aux_weight, **speed)
     run_grid(specs, json_path=args.json, against=args.against, iters=args.iters,

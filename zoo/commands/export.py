@@ -1,12 +1,20 @@
 """Export a model to ONNX and torch.export with dynamic height and width, checking
 parity with the eager model at two sizes (zoo/export.py).
 
+    segzoo export --model fcn8s_resnet10t_camvid --out exported/    # a zoo entry, at its eval size
     segzoo export --model unet --arg encoder=resnet18 --arg num_classes=19 --out exported/unet
     segzoo export --model runs/unet_camvid --out exported/unet_camvid    # a trained run
     segzoo export --all --encoder test_resnet --out /tmp/export_grid   # every arch x upsampler
+
+A trained model's files carry its preprocessing (mean, std, validation transforms,
+evaluation scale), classes and palette: in the ONNX file's metadata and in
+<name>.json beside it (zoo/deploy.py). A format that does not export with dynamic
+height and width (PSPNet's adaptive pooling) is exported at the fixed --size
+instead, and the output says so.
 """
 import argparse
 import functools
+import json
 from pathlib import Path
 
 
@@ -23,8 +31,8 @@ def parse(argv=None, prog=None):
     p.add_argument("--out", default="exported")
     p.add_argument("--formats", nargs="+", default=["onnx", "torch_export"],
                    choices=["onnx", "torch_export"])
-    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
-                   help="export (example input) size")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="export (example input) size (default: a zoo entry's eval input size, else 64 64)")
     p.add_argument("--check-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="second parity size, must pass (default: size + (32, 64))")
     p.add_argument("--odd-size", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -36,14 +44,33 @@ def parse(argv=None, prog=None):
 
 def export_one(args) -> dict:
     from zoo.bench import parse_model_args
+    from zoo.deploy import deploy_info, eval_input_size, stamp
     from zoo.export import export_model
     from zoo.registry import builder_params
     from zoo.sources import load_source
-    model = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg)).model
+    src = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg))
+    model = src.model
     arch = model.config["name"]
     name = arch if args.model == arch else Path(args.model).name
-    reports = export_model(model, args.out, args.formats, args.size, dynamic=not args.static,
-                           check_size=args.check_size, odd_size=args.odd_size, atol=args.atol, name=name)
+    size = tuple(args.size or eval_input_size(args.model, src.meta) or (64, 64))
+    options = dict(check_size=args.check_size, odd_size=args.odd_size, atol=args.atol, name=name)
+    reports = export_model(model, args.out, args.formats, size, dynamic=not args.static, **options)
+    for fmt, report in reports.items():
+        if not report["ok"] and not args.static:  # dynamic sizes failed: a fixed size may not
+            fixed = export_model(model, args.out, [fmt], size, dynamic=False, **options)[fmt]
+            if fixed["ok"]:
+                fixed["attempts"] = report["attempts"] + fixed["attempts"]
+                fixed["note"] = (f"exported at the fixed size {size[0]}x{size[1]} (as --static does): "
+                                 f"dynamic height and width failed; --size H W exports another size")
+                reports[fmt] = fixed
+            else:
+                report["reason"] += "; with --static: " + fixed["reason"]
+    info = deploy_info(src.meta, src.recipe, model.config)
+    onnx = reports.get("onnx")
+    if onnx and onnx["ok"]:
+        stamp(Path(onnx["path"]), {**info, "size": None if onnx["dynamic"] else list(size)})
+    elif any(r["ok"] for r in reports.values()):
+        Path(args.out, f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
     default = getattr(builder_params(arch).get("upsample"), "default", "-")
     return {"arch": arch, "upsample": model.config.get("upsample", default), **reports}
 
@@ -53,7 +80,8 @@ def main(argv=None, prog=None):
     from zoo.export import export_grid, format_table
     if args.all:
         log = functools.partial(print, flush=True)
-        rows = export_grid(args.out, encoder=args.encoder, formats=args.formats, size=args.size, log=log)
+        rows = export_grid(args.out, encoder=args.encoder, formats=args.formats,
+                           size=args.size or (64, 64), log=log)
     else:
         from zoo.commands.errors import run
         rows = [run(export_one, args)]
@@ -65,6 +93,8 @@ def main(argv=None, prog=None):
         for f in args.formats:
             for attempt in r[f]["attempts"]:
                 print(f"  {r['arch']}/{r['upsample']} {f}: {attempt}")
+            if r[f].get("note"):
+                print(f"note: {r['arch']}/{r['upsample']} {f} {r[f]['note']}")
     return 1 if failed and not args.all else 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from zoo.fileio import atomic_write_json
-from zoo.runfolder import CALIBRATED_PICTURES
+from zoo.runfolder import CALIBRATED_PICTURES, weights_sha256
 
 
 def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
@@ -57,14 +57,17 @@ def eval_file_name(split: str, protocol: dict, stored: dict, max_images: int | N
 
 def evaluate_run(source, *, split: str | None = None, pointer: str = "best", device="auto",
                  mode=None, crop_size=None, stride=None, scales=None, flip=None,
-                 max_images=None, data_root: str | None = None, calibration=None) -> dict:
+                 max_images=None, data_root: str | None = None, calibration=None,
+                 backend: str = "torch", precision: str = "fp32", threads: int | None = None) -> dict:
     """Evaluate a trained model (a run folder, a published folder whose config.json
     carries the recipe, or an entry with one) with the protocol stored with its
     weights, any part of which can be overridden. `data_root` replaces the
     recipe's `data.root`. `calibration`: a calibration file (`segzoo calibrate`) whose
     `logit_bias` the model adds to its logits; the result records it, and
     `segzoo publish --ship --eval` ships it. A run folder gets the result as
-    `eval_file_name(...)`."""
+    `eval_file_name(...)`, with the checkpoint and the sha256 of the weights scored
+    (publishing refuses it for any other weights); `written` names that file."""
+    from zoo.engine.data import loader_workers
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate, protocol_args
     from zoo.data import make_dataset
@@ -72,6 +75,11 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     dev = device_for(device, what="--device")
     src = load_source(source, pointer=pointer, device=dev)
     model, meta = src.model, src.meta
+    checkpoint = None
+    if src.run_dir is not None:  # the checkpoint loaded, even if the pointer moves meanwhile
+        checkpoint = (src.run_dir / "checkpoints" / meta["checkpoint"] if meta.get("checkpoint")
+                      else find_checkpoint(src.run_dir, pointer))
+        scored = weights_sha256(checkpoint)
     bias = (getattr(model, "config", None) or {}).get("logit_bias")
     if calibration is not None:
         from zoo.engine.calibrate import read_calibration
@@ -80,6 +88,10 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     recipe = require_recipe(src, source, "evaluation")
     if data_root is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
+    if backend != "torch" or precision != "fp32":  # ONNX Runtime on the CPU (zoo/deploy.py)
+        from zoo.deploy import backend_model
+        model = backend_model(src, source, backend=backend, precision=precision, threads=threads,
+                              data_root=data_root, pointer=pointer)
     stored = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
     protocol = dict(stored)
     for key, value in dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip).items():
@@ -90,18 +102,23 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     ignore_index = dataset.ignore_index
     if max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=min(recipe.data.num_workers, 2))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1,
+                                         num_workers=min(loader_workers(recipe.data.num_workers)[0], 2))
     result = evaluate(model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
                       ignore_index=ignore_index, device=dev, **protocol_args(protocol))
     result["split"] = split
+    result["backend"] = {"backend": backend, "precision": precision}
     if bias is not None:
         result["logit_bias"] = [float(b) for b in bias]
         if calibration is not None:
             result["calibration"] = str(calibration)
     if src.run_dir is not None:
-        result["checkpoint"] = str(find_checkpoint(src.run_dir, pointer))
+        result["checkpoint"], result["weights_sha256"] = str(checkpoint), scored
         name = eval_file_name(split, protocol, stored, max_images, calibrated=calibration is not None)
+        if backend != "torch":  # never in the place of the eager result publishing reads
+            name = name.replace(".json", f"-{backend}-{precision}.json")
         atomic_write_json(src.run_dir / name, result)
+        result["written"] = str(src.run_dir / name)
         if calibration is not None:  # the pictures `--ship` takes with a calibrated evaluation
             from zoo.engine.visualize import write_pictures
             write_pictures(model, full, src.run_dir / CALIBRATED_PICTURES, result, meta["classes"], dev,
