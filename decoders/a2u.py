@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from decoders.blocks import fit_to_size
 from decoders import local_ops
+from decoders.blocks import fit_to_size
 from decoders.reassembly import guide_grid
 from decoders.upsample import Upsampler, project, register_upsampler
 

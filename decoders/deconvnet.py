@@ -29,7 +29,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from decoders.blocks import ConvNormAct, EncoderOutput, FeatureInfo
-from decoders.upsample import project, make_step
+from decoders.upsample import make_step, project
 
 
 def mirrored_widths(info: FeatureInfo, targets: list[int]) -> tuple[int, ...]:

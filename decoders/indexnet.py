@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders.blocks import fit_to_size

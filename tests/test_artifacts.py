@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decoders.artifacts import (checkerboard_per_sample, checkerboard_score, smooth_field,
-                                upsampler_checkerboard)
+from decoders.artifacts import checkerboard_per_sample, checkerboard_score, smooth_field, upsampler_checkerboard
 from decoders.upsample import UPSAMPLERS, make_upsampler
 
 C = 8

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from zoo.engine.boundary import (BoundaryMetrics, dilation_from_ratio, inner_boundary,
-                                 trimap_band)
+from zoo.engine.boundary import BoundaryMetrics, dilation_from_ratio, inner_boundary, trimap_band
 
 
 def square(size=12, top=3, left=3, side=5, label=1):

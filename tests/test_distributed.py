@@ -90,6 +90,7 @@ CASES = {"aux_sync_bn": {"aux_weight": 0.4, "sync_bn": True},  # SyncBN falls ba
 
 def _train_and_dump(rank, out):
     from safetensors.torch import save_file
+
     from zoo.engine.trainer import Trainer
     for name, train in CASES.items():  # one spawn for all cases: starting processes is the cost
         trainer = Trainer(tiny_recipe(**train), Path(out) / name)
@@ -125,6 +126,7 @@ def _train_and_dump(rank, out):
 
 def test_ranks_hold_identical_weights_after_ddp_steps(tmp_path, capfd):
     from safetensors.torch import load_file
+
     from zoo import runfolder as ckpt
     spawn(_train_and_dump, str(tmp_path))
     err = capfd.readouterr().err

@@ -136,7 +136,8 @@ def test_captures_are_per_call_not_module_state():
     for t in threads:
         t.join()
     assert results == [(1, 32, 10, 10), (1, 32, 14, 18)]
-    assert not any(isinstance(v, (list, dict)) and v and torch.is_tensor(next(iter(v.values())) if isinstance(v, dict) else v[0])
+    assert not any(isinstance(v, (list, dict)) and v
+                   and torch.is_tensor(next(iter(v.values())) if isinstance(v, dict) else v[0])
                    for v in vars(enc).values())
 
 

@@ -300,7 +300,8 @@ def test_entry_from_index(published, run, server, tmp_path, monkeypatch):
     assert _predict(zoo.create(NAME, num_classes=5)).shape[1] == 5
     with pytest.raises(ValueError, match="encoder_weights has no effect with pretrained=True"):
         zoo.create(NAME, pretrained=True, encoder_weights="imagenet")
-    with pytest.raises(ValueError, match=f"no zoo entry with trained weights named 'unet'; entries with weights: {', '.join(with_weights)}"):
+    message = f"no zoo entry with trained weights named 'unet'; entries with weights: {', '.join(with_weights)}"
+    with pytest.raises(ValueError, match=message):
         zoo.create("unet", pretrained=True)
     with pytest.raises(ValueError, match=f"did you mean {NAME}"):
         zoo.create("unet_tiny_synthtic", pretrained=True)

@@ -10,9 +10,9 @@ import pytest
 
 import zoo.data
 import zoo.data.transforms
+from zoo import runfolder as ckpt
 from zoo.data import make_dataset
 from zoo.data.base import SegDataset
-from zoo import runfolder as ckpt
 from zoo.engine import trainer as T
 from zoo.recipe import recipe_from_dict
 

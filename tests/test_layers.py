@@ -7,7 +7,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HUB_LAYER = ("zoo.hub", "zoo.hf", "zoo.ship", "zoo.publish", "zoo.card", "zoo.engine", "zoo.ablate", "tools")
-BELOW_HUB = ["zoo/registry.py", "zoo/names.py", *sorted(str(p.relative_to(REPO)) for p in (REPO / "zoo" / "models").glob("*.py")),
+BELOW_HUB = ["zoo/registry.py", "zoo/names.py",
+             *sorted(str(p.relative_to(REPO)) for p in (REPO / "zoo" / "models").glob("*.py")),
              "zoo/encoders.py", *sorted(str(p.relative_to(REPO)) for p in (REPO / "decoders").glob("*.py"))]
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_rundir import RECIPE as TINY_RECIPE
 from zoo import runfolder as ckpt
 from zoo.commands.errors import run
 from zoo.engine.rundir import RunFolderBusy, lock_run_dir
 from zoo.engine.trainer import Trainer, train, train_from_files
-from tests.test_rundir import RECIPE as TINY_RECIPE
 from zoo.recipe import RecipeError, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

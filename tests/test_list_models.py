@@ -39,6 +39,7 @@ def test_flops_scale_with_pixels():
 
 def test_list_pretrained_prints_each_entrys_model_dataset_miou_and_source(tmp_path, monkeypatch, capsys):
     import json
+
     from tools.list_models import main
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"entries": [{

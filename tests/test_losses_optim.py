@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.engine.losses import _TERMS, build_loss, class_frequencies, median_frequency_weights
-from zoo.runfolder import flatten_state, unflatten_state
 from zoo.engine.optim import ScheduleChangeError, build_optimizer, build_scheduler, restore_scheduler
+from zoo.runfolder import flatten_state, unflatten_state
 
 K = 3
 

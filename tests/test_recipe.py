@@ -7,8 +7,16 @@ import types
 import pytest
 import yaml
 
-from zoo.recipe import (DataConfig, Recipe, RecipeError, TrainConfig, load_recipe,
-                        recipe_from_dict, recipe_to_dict, save_recipe)
+from zoo.recipe import (
+    DataConfig,
+    Recipe,
+    RecipeError,
+    TrainConfig,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+    save_recipe,
+)
 
 
 def _unet(*, num_classes: int = 21, encoder: str = "resnet18",

@@ -273,9 +273,9 @@ def test_recipe_starts_from_an_entry(shipped):
 def test_recipe_starts_from_a_local_run_checkpoint_or_file(run, tmp_path):
     """A second training stage (say at full resolution) starts from a run of the first:
     its best checkpoint, a named checkpoint, or a weights file; a five-class head starts fresh."""
+    from tests.tiny_run import MODEL
     from zoo.engine.trainer import build_model
     from zoo.recipe import RecipeError, recipe_from_dict
-    from tests.tiny_run import MODEL
     run_dir, outputs = run
     arch = {k: v for k, v in MODEL.items() if k != "num_classes"}
     three = type("Three", (), {"classes": CLASSES})()

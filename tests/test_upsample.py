@@ -7,10 +7,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from decoders.blocks import stage_sizes, step_reductions
-from decoders.upsample import (UPSAMPLERS, MissingSwitchesError, PixelShuffleUpsample,
-                               TransposedUpsample, Upsampler, bilinear_kernel, guide_switches,
-                               make_upsampler, register_upsampler, resolve_upsampler,
-                               spec_to_config, unpool, upsampler_class)
+from decoders.upsample import (
+    UPSAMPLERS,
+    MissingSwitchesError,
+    PixelShuffleUpsample,
+    TransposedUpsample,
+    Upsampler,
+    bilinear_kernel,
+    guide_switches,
+    make_upsampler,
+    register_upsampler,
+    resolve_upsampler,
+    spec_to_config,
+    unpool,
+    upsampler_class,
+)
 
 
 def transposed_size(n, k, s, p, op=0, d=1):

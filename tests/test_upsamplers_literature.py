@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from decoders import local_ops
 from decoders.a2u import adaptive_mean
 from decoders.freqfusion import neighbour_cosine, resample
-from decoders import local_ops
 from decoders.reassembly import neighbour_softmax, reassemble
 from decoders.upsample import make_upsampler, upsampler_class
 

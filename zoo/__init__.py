@@ -8,8 +8,8 @@
 """
 __version__ = "0.1.0"
 
-from zoo.registry import create, list_models  # noqa: E402
 from zoo import hub  # noqa: E402,F401  (serves the trained entries to create / list_models; reads no file yet)
+from zoo.registry import create, list_models  # noqa: E402
 
 
 def load(source: str, **kwargs):

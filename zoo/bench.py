@@ -393,6 +393,7 @@ def grid(archs, encoders, upsamplers, model_args: dict | None = None, **settings
     """One spec per (arch, encoder, upsampler). Each architecture gets the
     `model_args` its builder takes; a key no architecture takes is an error."""
     import itertools
+
     from zoo.registry import builder_params
     model_args = model_args or {}
     taken = {a: {k: v for k, v in model_args.items() if k in builder_params(a)} for a in archs}

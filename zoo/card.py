@@ -58,7 +58,8 @@ def details(e: hub.Entry) -> dict:
     pictures = [f"[{Path(p).stem}]({p})" for p in e.pictures]
     out = {
         "Load": f"`zoo.create({e.name!r}, pretrained=True)`; architecture "
-                f"`zoo.create({', '.join(f'{k}={v!r}' for k, v in e.model.items() if v is not None and k != 'logit_bias')})`",
+                "`zoo.create(" + ", ".join(f"{k}={v!r}" for k, v in e.model.items()
+                                           if v is not None and k != "logit_bias") + ")`",
         "Weights": f"{_where(e)} (sha256 `{e.sha256}`)" + (f", license {e.license}" if e.license else ""),
         "Classes": f"{e.dataset or 'unknown data'}, {e.num_classes}: {', '.join(e.classes)}",
         "Evaluation": protocol(e.eval_protocol),

@@ -50,8 +50,12 @@ def endpoint() -> str | None:
 
 def _get(repo_id: str, revision: str | None, filename: str, *, force: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     from zoo import __version__
     where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")

@@ -53,10 +53,19 @@ from urllib.parse import urlparse
 from torch import nn
 
 from zoo import registry
-from zoo.entries import (ENTRIES, Entry, check_entry_name, get_entry,  # noqa: F401
-                         read_index, register_entry)
-from zoo.download import (ChecksumError, DownloadError, OfflineError, cache_dir, download,  # noqa: F401
-                          fetch, local_path, offline, sha256_of, verify)
+from zoo.download import (  # noqa: F401
+    ChecksumError,
+    DownloadError,
+    OfflineError,
+    cache_dir,
+    download,
+    fetch,
+    local_path,
+    offline,
+    sha256_of,
+    verify,
+)
+from zoo.entries import ENTRIES, Entry, check_entry_name, get_entry, read_index, register_entry  # noqa: F401
 from zoo.names import did_you_mean
 
 PUBLISHED_FORMAT = "segzoo-published/1"

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 @dataclass
 class Prediction:
     mask: np.ndarray            # (H, W) class ids

@@ -21,6 +21,7 @@ from zoo.fileio import atomic_copy, atomic_write_json
 from zoo.runfolder import load_meta, resolve_run
 from zoo.ship import evaluated_metrics, placeholders
 
+
 def run_config(run_dir, name: str, pointer: str = "best", eval_file=None) -> tuple[dict, Path]:
     """(config.json contents, weights file) of the run's `pointer` checkpoint (`best`, else
     `last`). With `eval_file` (a `segzoo eval` result of that checkpoint) its metrics and

@@ -82,8 +82,13 @@ def _resized(x: np.ndarray, size) -> np.ndarray:
 def quantize_int8(fp32: Path, out: Path, inputs: list[np.ndarray]) -> Path:
     """`fp32` quantized to `out` (QDQ, per-channel weights), calibrated on `inputs`."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
     if not inputs:
         raise ValueError("int8 calibration needs at least one frame")

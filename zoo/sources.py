@@ -48,8 +48,7 @@ def load_source(source, *, pointer: str = "best", device="cpu", arch_args: dict 
                          "name only; a trained model's weights fix its architecture")
     if path is not None and (path / "checkpoints").is_dir():
         # A damaged file is named before any model is built.
-        from zoo.runfolder import check_readable
-        from zoo.runfolder import resolve_run
+        from zoo.runfolder import check_readable, resolve_run
         check_readable(resolve_run(path, pointer))
     model = zoo.load(text, pointer=pointer, map_location=device)
     recipe, run_dir = None, None

@@ -49,8 +49,16 @@ from pathlib import Path
 import yaml
 
 from zoo.names import did_you_mean
-from zoo.recipe import (Recipe, RecipeError, RecipeLoader, load_recipe, parse_override, recipe_from_dict,
-                        recipe_to_dict, save_recipe)
+from zoo.recipe import (
+    Recipe,
+    RecipeError,
+    RecipeLoader,
+    load_recipe,
+    parse_override,
+    recipe_from_dict,
+    recipe_to_dict,
+    save_recipe,
+)
 
 GRID_KEYS = ("architectures", "upsamplers", "encoders", "seeds")
 TOP_KEYS = ("name", "base", "overrides", "grid", "arch_overrides", "report")

@@ -88,8 +88,8 @@ def _settings(cfg) -> dict:
 def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dict:
     """The report's numbers for one finished run folder (see the module docstring)."""
     from decoders.artifacts import checkerboard_energy
-    from zoo.engine.runs import load_run
     from zoo.data import make_dataset
+    from zoo.engine.runs import load_run
     from zoo.profile import count_flops, count_params
 
     run_dir = Path(run_dir)

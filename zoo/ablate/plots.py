@@ -228,7 +228,8 @@ def qualitative(columns, images, truth, palette, thin_ids, path: Path, *, title:
     for i in range(n):
         zoom = (truth[i].shape[0] // 2, truth[i].shape[1] // 2)
         y, x = crop_window(truth[i], thin_ids, zoom)
-        panels = [("image", images[i]), ("ground truth", colorize(truth[i], palette, ignore_index, ignore_color=(0, 0, 0)))]
+        truth_rgb = colorize(truth[i], palette, ignore_index, ignore_color=(0, 0, 0))
+        panels = [("image", images[i]), ("ground truth", truth_rgb)]
         panels += [(label, colorize(pred[i], palette, ignore_index, ignore_color=(0, 0, 0))) for label, pred in columns]
         for j, (label, panel) in enumerate(panels):
             top, bottom = axes[2 * i, j], axes[2 * i + 1, j]

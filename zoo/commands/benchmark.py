@@ -87,6 +87,7 @@ def deploy(args):
 def upsampler_cost(args):
     import json
     from pathlib import Path
+
     from zoo.bench import parse_model_args
     from zoo.upsampler_cost import format_table, measure
     for arch, encoder in [(a, e) for a in args.arch for e in args.encoder]:
@@ -147,6 +148,7 @@ def learning(args):
 def main(argv=None, prog=None):
     args = parse(argv, prog)
     import torch
+
     from zoo.bench import grid, parse_model_args, run_grid
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,6 +161,7 @@ def main(argv=None, prog=None):
     speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
     if args.recipe_defaults:
         from types import SimpleNamespace
+
         from zoo.engine.runtime import resolve_speed
         cfg = SimpleNamespace(amp="auto", channels_last="auto", compile="auto")
         speed = resolve_speed(cfg, torch.device(args.device))

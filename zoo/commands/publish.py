@@ -43,7 +43,8 @@ def main(argv=None, prog=None):
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repository")
     p.add_argument("--pointer", default="best", choices=["best", "last"])
     p.add_argument("--card", nargs="?", const="MODEL_CARD.md", metavar="PATH",
-                   help="regenerate the card's entries section (default MODEL_CARD.md); with --ship, the card to update")
+                   help="regenerate the card's entries section (default MODEL_CARD.md); "
+                        "with --ship, the card to update")
     args = p.parse_args(argv)
     modes = [bool(args.ship), bool(args.out), bool(args.push_to_hub)]
     if sum(modes) > 1 or (sum(modes) == 1 and not args.source) or (not any(modes) and args.card is None):
@@ -55,8 +56,8 @@ def main(argv=None, prog=None):
     if args.ship:
         _ship(args, run)
     elif args.out:
-        from zoo.publish import publish
         from zoo.hub import sha256_of
+        from zoo.publish import publish
         e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer,
                 eval_file=args.eval)
         pin = sha256_of(Path(args.out) / "config.json")

@@ -41,6 +41,7 @@ def list_recipes(width: int = 100) -> str:
     """One line per packaged recipe: its name and the first sentence of its header comment."""
     import re
     import textwrap
+
     from zoo.packaged import packaged_recipes
     rows = []
     for name, path in packaged_recipes().items():

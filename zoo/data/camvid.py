@@ -26,8 +26,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (IGNORE_INDEX, SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir,
-                   require_file)
+from .base import (
+    IGNORE_INDEX,
+    SegDataset,
+    make_lut,
+    read_label,
+    remap_labels,
+    require_all_exist,
+    require_dir,
+    require_file,
+)
 from .palettes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
 
 LAYOUT = "{split}.txt listing '<split>/<name>.png <split>annot/<name>.png' pairs relative to root"

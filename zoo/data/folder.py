@@ -15,11 +15,20 @@ Options: `classes` (names) or `num_classes` (names become "class_0", ...),
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from .base import (IGNORE_INDEX, IMAGE_SUFFIXES, DataError, SegDataset, make_lut, read_label, remap_labels,
-                   require_all_exist, require_dir, require_file)
+from .base import (
+    IGNORE_INDEX,
+    IMAGE_SUFFIXES,
+    DataError,
+    SegDataset,
+    make_lut,
+    read_label,
+    remap_labels,
+    require_all_exist,
+    require_dir,
+    require_file,
+)
 from .palettes import make_palette
 
 

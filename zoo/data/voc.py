@@ -20,8 +20,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (IGNORE_INDEX, SegDataset, make_lut, read_label, remap_labels, require_all_exist, require_dir,
-                   require_file)
+from .base import (
+    IGNORE_INDEX,
+    SegDataset,
+    make_lut,
+    read_label,
+    remap_labels,
+    require_all_exist,
+    require_dir,
+    require_file,
+)
 from .palettes import VOC_CLASSES, VOC_PALETTE
 
 LAYOUT = ("VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/<split>.txt}"

@@ -61,7 +61,8 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
               data_root: str | None = None) -> dict:
     """Score `alphas` on `split` (default: the recipe's training split) and return the
     result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
-    `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe, whose `train.class_weights` it undoes."""
+    `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe,
+    whose `train.class_weights` it undoes."""
     from zoo.data import make_dataset
     from zoo.engine.data import spread
     from zoo.engine.distributed import device_for

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from zoo.fileio import atomic_write_text
 
-
 BOUNDARY_KEYS = ("boundary_iou", "trimap_miou")
 
 

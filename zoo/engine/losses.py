@@ -23,8 +23,8 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 from segmentation_models_pytorch import losses as smp_losses
+from torch import Tensor, nn
 
 from zoo.data.base import IGNORE_INDEX
 

@@ -23,9 +23,9 @@ def find_checkpoint(run_dir: Path, pointer: str = "best") -> Path:
 def load_run(run_dir: Path, pointer: str = "best", device="cpu"):
     """(model, meta, recipe or None) of a run folder; the model comes from
     `zoo.hub.load`, which never downloads encoder weights."""
-    from zoo.runfolder import check_readable
     from zoo.hub import load
     from zoo.recipe import load_recipe
+    from zoo.runfolder import check_readable
     check_readable(find_checkpoint(run_dir, pointer))
     model = load(run_dir, pointer=pointer, map_location=device)
     recipe_file = Path(run_dir) / "recipe.yaml"
@@ -67,10 +67,10 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     `segzoo publish --ship --eval` ships it. A run folder gets the result as
     `eval_file_name(...)`, with the checkpoint and the sha256 of the weights scored
     (publishing refuses it for any other weights); `written` names that file."""
+    from zoo.data import make_dataset
     from zoo.engine.data import loader_workers
     from zoo.engine.distributed import device_for
     from zoo.engine.evaluate import evaluate, protocol_args
-    from zoo.data import make_dataset
     from zoo.sources import load_source, require_recipe
     dev = device_for(device, what="--device")
     src = load_source(source, pointer=pointer, device=dev)

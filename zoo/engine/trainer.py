@@ -34,14 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo import runfolder as ckpt
-from zoo.engine import distributed as D
 from zoo.data import make_dataset
+from zoo.engine import distributed as D
 from zoo.engine.data import SeededSamples, StreamSampler, ignore_sigint, loader_workers, val_loader
+from zoo.engine.reproduce import determinism_record, rng_state, seed_everything, set_rng_state, watch_nondeterministic
 from zoo.engine.resume import check_classes, check_unchanged, restore
 from zoo.engine.runtime import StopRequest, resolve_speed
 from zoo.engine.visualize import write_pictures
-from zoo.engine.reproduce import (determinism_record, rng_state, seed_everything, set_rng_state,
-                                  watch_nondeterministic)
 from zoo.fileio import atomic_write_json
 from zoo.recipe import Recipe, recipe_to_dict, save_recipe
 
@@ -345,8 +344,8 @@ class Trainer:
         D.broadcast_buffers(self.model)  # one model on all ranks, whose shards are summed
         loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
         return evaluate(self.model, loader, num_classes=len(self.classes), class_names=self.classes,
-                        ignore_index=self.ignore_index, device=self.device, mode=e.mode, crop_size=e.crop_size, stride=e.stride,
-                        scales=tuple(e.scales), flip=e.flip)
+                        ignore_index=self.ignore_index, device=self.device, mode=e.mode, crop_size=e.crop_size,
+                        stride=e.stride, scales=tuple(e.scales), flip=e.flip)
 
     def finish(self, log) -> dict:
         if self.last_eval is None:  # resumed after the last iteration: evaluate again
