@@ -55,3 +55,38 @@ def test_real_camvid_holds_out_0006R0_whole(camvid_root):
     val = build_dataset("camvid", camvid_root, "val", holdout="0006R0")
     assert (len(train), len(val)) == (367, 101)
     assert {sequence_of(p) for p, _ in train.samples} == {"0001TP", "0016E5"}
+
+
+def test_frame_ranges_hold_out_part_of_a_sequence_and_train_keeps_3_s_away(tmp_path):
+    stems = {"train": ["0001TP_006690", "0001TP_007530", "0001TP_007590", "0001TP_007620", "0001TP_008520",
+                       "0006R0_f01110", "0016E5_00390", "0016E5_02400"],
+             "val": ["0016E5_04350", "0016E5_07959"]}
+    for split, names_ in stems.items():
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for stem in names_:
+            Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / split / f"{stem}.png")
+            Image.fromarray(np.full((8, 10), 3, np.uint8)).save(tmp_path / f"{split}annot" / f"{stem}.png")
+        (tmp_path / f"{split}.txt").write_text("".join(f"{split}/{s}.png {split}annot/{s}.png\n" for s in names_))
+    val = build_dataset("camvid", tmp_path, "val", holdout="drives")
+    train = build_dataset("camvid", tmp_path, "train", holdout="drives")
+    assert names(val) == ["0001TP_007620", "0001TP_008520", "0016E5_00390", "0016E5_02400"]
+    # 0001TP_007530 is 90 frame numbers (3 s) from 007620: kept out of both; 007590 too
+    assert names(train) == ["0001TP_006690", "0006R0_f01110", "0016E5_04350", "0016E5_07959"]
+    assert names(build_dataset("camvid", tmp_path, "val", holdout="0016E5:390-2400,0006R0")) == [
+        "0006R0_f01110", "0016E5_00390", "0016E5_02400"]
+    assert names(build_dataset("camvid", tmp_path, "val", holdout="0016E5:7000-")) == ["0016E5_07959"]
+
+
+def test_an_unreadable_holdout_or_one_naming_no_frame_is_refused(tree):
+    with pytest.raises(ValueError, match=r"holdout='0016E5:abc': cannot read '0016E5:abc'.*drives"):
+        build_dataset("camvid", tree, "val", holdout="0016E5:abc")
+    with pytest.raises(ValueError, match=r"holdout='0016E5:9000-' names no frame"):
+        build_dataset("camvid", tree, "val", holdout="0016E5:9000-")
+
+
+def test_real_camvid_drives_split(camvid_root):
+    train = build_dataset("camvid", camvid_root, "train", holdout="drives")
+    val = build_dataset("camvid", camvid_root, "val", holdout="drives")
+    assert (len(train), len(val)) == (366, 99)
+    assert not {p.name for p, _ in train.samples} & {p.name for p, _ in val.samples}
