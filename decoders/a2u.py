@@ -47,10 +47,11 @@ guide), the kernels are generated there for all s*s positions at once, and
 only the reassembly (`decoders/local_ops.py`) touches the output size.
 
 ONNX (measured 2026-12-05): the dynamo exporter gives a graph with dynamic sizes,
-equal to eager within 1e-6 at 64x64 and 96x128 (U-Net), that fails at 97x131, a
-size the encoder does not halve exactly (a matrix product of `adaptive_mean` meets a
-guide whose fit to the s*h x s*w grid the exporter specialised); open. The slow
-test `test_export_to_onnx_with_dynamic_sizes` checks it.
+equal to eager within 2.2e-6 at 64x64, 96x128 and 97x131 (U-Net, test encoder), a size
+the encoder does not halve exactly. It failed there until `guide_grid`
+(`decoders/reassembly.py`) fitted the guide by index gathers under tracing: its crop
+``guide[..., :th]`` had made the exporter keep only sizes where the guide is at least
+the s*h x s*w grid. The slow test `test_export_to_onnx_with_dynamic_sizes` checks it.
 """
 from __future__ import annotations
 

@@ -41,6 +41,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from decoders.upsample import make_upsampler, upsampler_class
+
 
 def _alias_band(h: int, w: int, stride: int, device) -> Tensor:
     """Boolean (h, w) mask of FFT bins within 1/(4 s) of a non-zero aliasing frequency."""
@@ -114,7 +116,6 @@ def upsampler_checkerboard(name: str, channels: int = 16, scale: int = 2, size: 
     is left untouched."""
     import torch.nn.functional as F
 
-    from decoders.upsample import make_upsampler, upsampler_class
 
     scores = []
     for seed in seeds:

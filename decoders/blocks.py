@@ -71,7 +71,7 @@ class ConvNormAct(nn.Sequential):
                         dilation=dilation, bias=norm is None)
         # He initialisation (normal, fan-in), as U-Net's paper prescribes: PyTorch's default
         # (uniform with a = sqrt(5)) starts the decoder about sqrt(3) times too small, and the
-        # learning-parity benchmark against smp measured it (zoo/parity.py, docs/parity/README.md).
+        # learning-parity benchmark against smp measured it (zoo/lab/parity.py, docs/parity/README.md).
         nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)

@@ -45,104 +45,46 @@ Neighbours outside the image take no weight (`decoders/reassembly.py`); the
 authors' CARAFE zero-pads.
 
 Cost: kernel logits from the coarse feature are computed at its resolution
-(semi-shift: one 3x3 convolution per half, shared by both features), the
-reassembly runs at the low resolution, per sub-pixel phase, with kernels grouped
-by source pixel throughout (`decoders/local_ops.py`), the 3 x 3 high-pass runs as
-shifted sums without unfolding, the cosine similarities as 8 shifted products,
-and the offsets for all s*s sub-pixel positions come from one low-resolution
-convolution plus one at the guide's resolution.
+(semi-shift: one 3x3 convolution per half, shared by both features); every
+reassembly runs on `decoders/local_ops.py`'s in-place loops at the source
+resolution, per sub-pixel phase (the 3 x 3 high-pass as a single phase), with
+no k x k neighbourhood unfolded; the convolutions whose output is wanted per
+phase (the guide's low-pass logits, the offsets' fine half) run as s*s stride-s
+convolutions, one per phase, instead of one convolution at the fine resolution
+and a pixel unshuffle; the low-pass values and the coarse high-pass logits share
+one reassembly by the low-pass kernels; each neighbour softmax adds the window
+and the out-of-image mask as one bias. Hand-written backward passes keep little:
+the guide's sharpening (`sharpen`) keeps the guide and its first low-pass kernels
+(`first_lowpass`) the compressed features, both recomputing their convolutions
+and softmax; the neighbour similarities keep their input and its norm; the
+softmax-and-reassembly steps turn the kernels' gradient into the logits' in
+place. U-Net / ResNet-18 at 360x480, batch 2, one thread, training step against
+bilinear's (BENCHMARKS.md): peak memory 1.88x -> 1.47x; CPU time about 2x both
+before and after (2.03x and 2.04x in one session, 2-core CPU shared with other
+jobs), over the 1.5x target: the arithmetic that remains is the definition's
+(two 25 x 25-per-point reassemblies and their backward passes, the 3x3
+convolutions of the guide at the fine resolution, grid_sample), and pure
+PyTorch runs it at about the speed measured.
 
-ONNX (measured 2026-12-05 before the reassembly moved onto `local_ops`): the dynamo
-exporter gave a graph with dynamic sizes, equal to eager within 2e-6 at 64x64 and
-96x128 (U-Net), that failed at 97x131, a size the encoder does not halve exactly
-(the exporter specialised the guide's fit to the s*h x s*w grid); open. The slow
-test `test_export_to_onnx_with_dynamic_sizes` checks it.
+ONNX (measured 2026-12-05): the dynamo exporter gives a graph with dynamic sizes,
+equal to eager within 3.4e-6 at 64x64, 96x128 and 97x131 (U-Net, test encoder), a size
+the encoder does not halve exactly. It failed there until `guide_grid`
+(`decoders/reassembly.py`) fitted the guide by index gathers under tracing: its crop
+``guide[..., :th]`` had made the exporter keep only sizes where the guide is at least
+the s*h x s*w grid (a guard ``th <= guide rows``, false at 97x131). Under tracing every
+step takes its plain form (no hand-written backward passes, no loops over sizes). The
+slow test `test_export_to_onnx_with_dynamic_sizes` checks it.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from decoders import local_ops
 from decoders.blocks import fit_to_size
+from decoders.freqfusion_ops import OffsetGenerator, first_lowpass, log_hamming, resample, sharpen
 from decoders.reassembly import guide_grid, neighbour_softmax, reassemble
 from decoders.upsample import Upsampler, project, register_upsampler
-
-
-def log_hamming(kernel_size: int) -> Tensor:
-    """(k*k,) logarithm of the 2-D Hamming window (numpy's, outer product), row-major."""
-    window = np.outer(np.hamming(kernel_size), np.hamming(kernel_size))
-    return torch.from_numpy(np.log(window)).float().flatten()
-
-
-def neighbour_cosine(x: Tensor, dilation: int = 2) -> Tensor:
-    """(N, 8, H, W): cosine similarity of every point to its 8 neighbours at ``dilation``
-    (3 x 3 window, row-major, centre left out); neighbours outside the map count as 0."""
-    h, w = x.shape[-2:]
-    d = dilation
-    unit = F.pad(F.normalize(x, dim=1, eps=1e-8), (d, d, d, d))
-    centre = unit[..., d:d + h, d:d + w]
-    sims = [(centre * unit[..., i * d:i * d + h, j * d:j * d + w]).sum(1)
-            for i in range(3) for j in range(3) if (i, j) != (1, 1)]
-    return torch.stack(sims, 1)
-
-
-class OffsetGenerator(nn.Module):
-    """FreqFusion's offset generator (the authors' ``LocalSimGuidedSampler``, "lp" style):
-    per sub-pixel position and group, an offset in source pixels,
-    ``(off(L) + unshuffle(off_hr(H))) * sigmoid(scl(L) + unshuffle(scl_hr(H))) + init``,
-    L and H the normalised coarse and fine features with their neighbour similarities."""
-
-    def __init__(self, channels: int, scale: int, groups: int = 4, kernel: int = 3):
-        super().__init__()
-        self.scale, self.groups = scale, groups
-        feats = channels + 8
-        self.norm_lr, self.norm_hr = nn.GroupNorm(channels // 8, channels), nn.GroupNorm(channels // 8, channels)
-        # offsets and direct scales in one convolution per resolution (2g*s*s + 2g*s*s, 2g + 2g)
-        self.low = nn.Conv2d(feats, 4 * groups * scale ** 2, kernel, padding=kernel // 2)
-        self.high = nn.Conv2d(feats, 4 * groups, kernel, padding=kernel // 2)
-        for conv, n_off in ((self.low, 2 * groups * scale ** 2), (self.high, 2 * groups)):
-            nn.init.normal_(conv.weight[:n_off], std=0.001)
-            nn.init.zeros_(conv.weight[n_off:])  # the direct scale starts at sigmoid(0) = 1/2
-            nn.init.zeros_(conv.bias)
-        # sub-pixel position of each output relative to its source pixel centre; (xy, group, phase)
-        h = (torch.arange(scale) - (scale - 1) / 2) / scale
-        pos = torch.stack([h.repeat(scale), h.repeat_interleave(scale)])  # phase i*s+j: (h[j], h[i])
-        self.register_buffer("init_pos", pos.repeat(1, groups).reshape(1, -1, 1, 1), persistent=False)
-
-    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
-        """(N, 2*g*s*s, h, w) offsets: channel (xy, group, phase), in source pixels."""
-        s = self.scale
-        fine, coarse = self.norm_hr(fine), self.norm_lr(coarse)
-        low = self.low(torch.cat([coarse, neighbour_cosine(coarse)], 1))
-        high = F.pixel_unshuffle(self.high(torch.cat([fine, neighbour_cosine(fine)], 1)), s)
-        n, _, h, w = low.shape
-        g2 = 2 * self.groups
-        # unshuffled channel (xy, group, phase) = (c, phase) with c = xy * g + group, as `low`'s
-        off_l, scl_l = low[:, :g2 * s * s], low[:, g2 * s * s:]
-        off_h, scl_h = high[:, :g2 * s * s], high[:, g2 * s * s:]
-        return (off_l + off_h) * torch.sigmoid(scl_l + scl_h) + self.init_pos
-
-
-def resample(feature: Tensor, offset: Tensor, groups: int, s: int) -> Tensor:
-    """Bilinear samples of ``feature`` (N, C, s*h, s*w) at the source-pixel positions plus
-    ``offset`` (N, 2*g*s*s, h, w), per channel group (grid_sample, border padding, fp32)."""
-    n, _, h, w = offset.shape
-    c = feature.shape[1]
-    dev = feature.device
-    with torch.autocast(dev.type, enabled=False):
-        ys = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
-        xs = torch.arange(w, device=dev, dtype=torch.float32) + 0.5
-        base = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
-        norm = torch.tensor([w, h], device=dev, dtype=torch.float32).view(1, 2, 1, 1, 1)
-        coords = 2 * (base.view(1, 2, 1, h, w) + offset.float().view(n, 2, groups * s * s, h, w)) / norm - 1
-        coords = F.pixel_shuffle(coords.reshape(n, 2 * groups * s * s, h, w), s)  # (n, 2g, sh, sw)
-        grid = coords.view(n, 2, groups, s * h, s * w).permute(0, 2, 3, 4, 1).reshape(n * groups, s * h, s * w, 2)
-        out = F.grid_sample(feature.float().reshape(n * groups, c // groups, s * h, s * w), grid, mode="bilinear",
-                            padding_mode="border", align_corners=False)
-    return out.to(feature.dtype).view(n, c, s * h, s * w)
 
 
 @register_upsampler("freqfusion")
@@ -180,25 +122,33 @@ class FreqFusionUpsample(Upsampler):
         """Low-pass kernels (N, kl^2, s*s, h, w) per source pixel and sub-pixel position,
         high-pass kernels (N, kh^2, s*h, s*w) per point, and the compressed fine and coarse
         features the offsets read; ``guide`` on the s*h x s*w grid."""
-        s, kl = self.scale, self.kl
-        prior = self.prior_low.reshape(1, -1, 1, 1, 1)
-        fine, coarse = self.compress_hr(guide), self.compress_lr(x)
-        # an initial high-pass from the guide alone sharpens its compressed feature
-        high = self.highpass(fine)
-        fine = 2 * fine - reassemble(fine, neighbour_softmax(high, self.kh, 1, self.prior_high), self.kh, 1)
-        # low-pass logits: the guide's plus the coarse feature's, upsampled by the guide's kernels
-        low = local_ops.to_phases(self.lowpass(fine), s) + prior
-        first = local_ops.neighbour_softmax(low, kl)
-        lowpass = local_ops.neighbour_softmax(low + local_ops.reassemble(self.lowpass(coarse), first, kl), kl)
-        # high-pass logits: the guide's plus the coarse feature's, upsampled by the low-pass
-        high = high + local_ops.from_phases(local_ops.reassemble(self.highpass(coarse), lowpass, kl), s)
+        lowpass, high, fine, coarse, _ = self._filters(x, guide, None)
         return lowpass, neighbour_softmax(high, self.kh, 1, self.prior_high), fine, coarse
+
+    def _filters(self, x: Tensor, guide: Tensor, values: Tensor | None):
+        """`filters`, the high-pass as logits; with ``values`` (N, C, h, w) also their low-pass
+        reassembly (N, C, s*s, h, w), in the same pass as the high-pass logits'."""
+        s, kl = self.scale, self.kl
+        coarse = self.compress_lr(x)
+        # an initial high-pass from the guide alone sharpens its compressed feature
+        high, fine = sharpen(guide, self.compress_hr, self.highpass, self.kh, self.prior_high)
+        # low-pass logits: the guide's plus the coarse feature's, upsampled by the guide's kernels
+        low, coarse_low = first_lowpass(fine, coarse, self.lowpass, kl, s, self.prior_low)
+        # high-pass logits: the guide's plus the coarse feature's, upsampled by the low-pass; the
+        # values to upsample share that reassembly (one pass over the kernels, forward and backward)
+        coarse_high = self.highpass(coarse)
+        kh2 = coarse_high.shape[1]
+        both = coarse_high if values is None else torch.cat([coarse_high, values.to(coarse_high.dtype)], 1)
+        lowpass, both = local_ops.softmax_reassemble(low + coarse_low, both, kl, self.prior_low)
+        high = high + local_ops.from_phases(both[:, :kh2], s)
+        return lowpass, high, fine, coarse, (None if values is None else both[:, kh2:])
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         n, _, h, w = x.shape
         g = guide_grid(guide, h, w, self.scale, "freqfusion")
-        lowpass, highpass, fine, coarse = self.filters(x, g)
-        up = local_ops.from_phases(local_ops.reassemble(self.project(x), lowpass, self.kl), self.scale)
+        lowpass, high, fine, coarse, up = self._filters(x, g, self.project(x))
+        highpass = neighbour_softmax(high, self.kh, 1, self.prior_high)
+        up = local_ops.from_phases(up, self.scale)
         if self.offsets is not None:
             up = resample(up, self.offsets(fine, coarse), self.groups, self.scale)
         a = self.align(g) if self.align_first else g

@@ -31,7 +31,7 @@ projection moves onto the keys at the low resolution
 the embedding, which spares the full-resolution 1x1 convolution), so the
 full-resolution work scales with the guide's channels, not the embedding's.
 The parameters, their names and the function computed are the authors' (tests
-hold both to the original unfold-and-einsum form, tests/test_upsample_speed.py).
+hold both to the original unfold-and-einsum form, tests/decoders/test_upsample_speed.py).
 """
 from __future__ import annotations
 

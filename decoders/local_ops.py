@@ -57,11 +57,13 @@ def inside(h: int, w: int, kernel_size: int, device) -> Tensor:
     return (F.unfold(ones, kernel_size, padding=kernel_size // 2) > 0).reshape(1, -1, 1, h, w)
 
 
-def neighbour_softmax(logits: Tensor, kernel_size: int) -> Tensor:
+def neighbour_softmax(logits: Tensor, kernel_size: int, prior: Tensor | None = None) -> Tensor:
     """Softmax over the k*k neighbours (dim 1) of (N, k*k, s*s, h, w) logits, neighbours
-    outside the image excluded (weight exactly 0)."""
+    outside the image excluded (weight exactly 0). ``prior`` (k*k,) is added to the logits
+    first. Both go in as one additive bias (the prior inside the image, -inf outside):
+    one pass over the logits, and a backward pass that is the softmax's alone."""
     h, w = logits.shape[-2:]
-    return logits.masked_fill(~inside(h, w, kernel_size, logits.device), float("-inf")).softmax(1)
+    return (logits + _bias(inside(h, w, kernel_size, logits.device), prior, logits)).softmax(1)
 
 
 def _tracing() -> bool:
@@ -76,6 +78,29 @@ def reassemble(values: Tensor, weights: Tensor, kernel_size: int) -> Tensor:
     # The loops read rows as contiguous runs: a channels-last input (a convolution's
     # output can be one) would make every multiply-add a strided gather.
     return _Reassemble.apply(values.contiguous(), weights.contiguous(), kernel_size)
+
+
+def softmax_reassemble(logits: Tensor, values: Tensor, kernel_size: int,
+                       prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``w = neighbour_softmax(logits, k, prior)`` and ``reassemble(values, w, k)`` in one
+    autograd step: (w, out). Its backward pass turns the weights' gradient into the
+    logits' in place (``w * (dw - sum_k w dw)``), so no further k*k-channel buffer is
+    allocated, and it keeps only ``w`` and ``values``. ``w`` may feed other operators."""
+    if _tracing():
+        weights = neighbour_softmax(logits, kernel_size, prior)
+        return weights, reassemble(values, weights, kernel_size)
+    h, w = logits.shape[-2:]
+    bias = _bias(inside(h, w, kernel_size, logits.device), prior, logits)
+    return _SoftmaxReassemble.apply(logits, bias, values.contiguous(), kernel_size)
+
+
+def _bias(mask: Tensor, prior: Tensor | None, like: Tensor) -> Tensor:
+    """(1, k*k, 1, h, w): ``prior`` (or 0) where the neighbour is in the image, -inf outside."""
+    if prior is None:
+        bias = torch.zeros((), dtype=like.dtype, device=like.device)
+    else:
+        bias = prior.to(device=like.device, dtype=like.dtype).reshape(1, -1, 1, 1, 1)
+    return torch.where(mask, bias, float("-inf"))
 
 
 def correlate(queries: Tensor, values: Tensor, kernel_size: int) -> Tensor:
@@ -177,3 +202,36 @@ class _Correlate(torch.autograd.Function):
         d_queries = _reassemble(values, grad, ctx.k) if ctx.needs_input_grad[0] else None
         d_values = _spread(queries, grad, ctx.k) if ctx.needs_input_grad[1] else None
         return d_queries, d_values, None
+
+
+class _SoftmaxReassemble(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, bias, values, k):
+        weights = (logits + bias).softmax(1).to(values.dtype)
+        ctx.save_for_backward(values, weights)
+        ctx.k, ctx.dtype = k, logits.dtype
+        return weights, _reassemble(values, weights, k)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_weights, grad):
+        values, weights = ctx.saved_tensors
+        k = ctx.k
+        d_values = dw = None
+        if grad is not None:
+            grad = grad.contiguous()
+            if ctx.needs_input_grad[2]:
+                d_values = _spread(grad, weights, k)
+            if ctx.needs_input_grad[0]:
+                dw = _correlate(grad, values, k)
+                if d_weights is not None:
+                    dw.add_(d_weights)
+        elif ctx.needs_input_grad[0] and d_weights is not None:
+            dw = d_weights.clone()
+        if dw is None:
+            return None, None, d_values, None
+        # the softmax's backward, in place: w * (dw - sum_k w dw)
+        total = torch.mul(dw[:, :1], weights[:, :1])
+        for i in range(1, weights.shape[1]):
+            total.addcmul_(dw[:, i:i + 1], weights[:, i:i + 1])
+        return dw.sub_(total).mul_(weights).to(ctx.dtype), None, d_values, None

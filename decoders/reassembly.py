@@ -18,6 +18,7 @@ the border).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -30,8 +31,16 @@ def guide_grid(guide: Tensor | None, h: int, w: int, scale: int, name: str) -> T
     if guide is None:
         raise ValueError(f"{name} needs a guide: the encoder feature at the target resolution")
     th, tw = h * scale, w * scale
+    if local_ops._tracing():
+        # One gather of rows and one of columns, indices clamped to the last: the crop and
+        # the replicate padding with no size comparison in the graph. Slicing to ``:th``
+        # would make the exporter resolve min(guide rows, th) for the example input and
+        # keep only sizes where the same side wins (a U-Net at 97x131: guide 49 rows, 50
+        # wanted), whatever the padding after it.
+        rows = torch.arange(th, device=guide.device).clamp(max=guide.shape[-2] - 1)
+        cols = torch.arange(tw, device=guide.device).clamp(max=guide.shape[-1] - 1)
+        return guide.index_select(-2, rows).index_select(-1, cols)
     guide = guide[..., :th, :tw]
-    # Padding by amounts that may be 0, without a branch on sizes: exports stay dynamic.
     return F.pad(guide, (0, tw - guide.shape[-1], 0, th - guide.shape[-2]), mode="replicate")
 
 
@@ -41,10 +50,10 @@ def neighbour_softmax(logits: Tensor, kernel_size: int, scale: int,
     outside the h x w source image excluded (weight exactly 0). ``prior`` (k*k,) is added
     first: a window the kernels are multiplied by, then renormalised (FreqFusion's Hamming
     window: softmax(z) * win / sum = softmax(z + log win))."""
-    if prior is not None:
-        logits = logits + prior.to(logits.dtype).reshape(1, -1, 1, 1)
+    if scale == 1:  # one phase: a view, no pixel (un)shuffle
+        return local_ops.neighbour_softmax(logits.unsqueeze(2), kernel_size, prior).squeeze(2)
     phases = local_ops.to_phases(logits, scale)
-    return local_ops.from_phases(local_ops.neighbour_softmax(phases, kernel_size), scale)
+    return local_ops.from_phases(local_ops.neighbour_softmax(phases, kernel_size, prior), scale)
 
 
 def reassemble(values: Tensor, kernels: Tensor, kernel_size: int, scale: int) -> Tensor:
@@ -53,20 +62,8 @@ def reassemble(values: Tensor, kernels: Tensor, kernel_size: int, scale: int) ->
     ``values`` (N, C, h, w); ``kernels`` (N, k*k, s*h, s*w). Returns (N, C, s*h, s*w);
     neighbours outside the image contribute nothing."""
     kernels = kernels.to(values.dtype)
-    if scale == 1:
-        return _shifted_sum(values, kernels, kernel_size)
+    if scale == 1:  # one phase: local_ops' in-place loops, nothing k*k times the map kept
+        return local_ops.reassemble(values, kernels.unsqueeze(2), kernel_size).squeeze(2)
     out = local_ops.reassemble(values, local_ops.to_phases(kernels, scale), kernel_size)
     return local_ops.from_phases(out, scale)
 
-
-def _shifted_sum(values: Tensor, kernels: Tensor, kernel_size: int) -> Tensor:
-    """Scale-1 reassembly as k*k weighted shifted views (no unfold at this resolution)."""
-    h, w = values.shape[-2:]
-    r = kernel_size // 2
-    padded = F.pad(values, (r, r, r, r))
-    out = None
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            term = padded[..., i:i + h, j:j + w] * kernels[:, i * kernel_size + j:i * kernel_size + j + 1]
-            out = term if out is None else out + term
-    return out

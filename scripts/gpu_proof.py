@@ -10,7 +10,7 @@ Parts, in order (a part that needs CUDA says so and is skipped on a CPU):
    they are only collected.
 2. `throughput`: zoo vs segmentation_models_pytorch, U-Net and PSPNet on
    ResNet-50 at 512x512: training and inference images/s and model FLOP
-   utilisation (zoo/bench.py) in fp32 eager, bf16, bf16 + channels_last and
+   utilisation (zoo/lab/bench.py) in fp32 eager, bf16, bf16 + channels_last and
    bf16 + torch.compile (compile needs CUDA here).
 3. `ddp`: `torchrun --nproc_per_node=1` through the trainer with
    `train.sync_bn=true` (nccl on CUDA; gloo on a CPU, where SyncBN does not
@@ -90,7 +90,7 @@ def cuda_tests(cuda: bool, timeout: float) -> dict:
 
 
 def throughput(cuda: bool, cfg: dict, deadline: float, log) -> dict:
-    from zoo.bench import BenchSpec, benchmark
+    from zoo.lab.bench import BenchSpec, benchmark
     device = "cuda" if cuda else "cpu"
     rows, skipped_modes = [], {}
     for arch in ("unet", "pspnet"):
@@ -139,8 +139,8 @@ def ddp_child(out: Path, dry_run: bool) -> None:
     import torch.distributed as dist
     from torch import nn
 
+    from zoo.engine.recipe import recipe_from_dict
     from zoo.engine.trainer import Trainer
-    from zoo.recipe import recipe_from_dict
     cuda = torch.cuda.is_available()
     recipe = recipe_from_dict({
         "model": {"name": "unet", "encoder": "test_resnet" if dry_run else "resnet18",
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from zoo.bench import machine_info
+    from zoo.common.machine import machine_info
     start, cuda = time.monotonic(), torch.cuda.is_available()
     cfg = DRY if args.dry_run else FULL
     log = lambda line: print(line, flush=True)  # noqa: E731

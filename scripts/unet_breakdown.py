@@ -15,7 +15,9 @@ import statistics
 import torch
 from torch import nn
 
-from zoo.bench import BenchSpec, build_smp, build_zoo, time_steps
+from zoo.lab.bench import BenchSpec, build_zoo
+from zoo.lab.counterparts import build_smp
+from zoo.lab.timing import time_steps
 
 
 def captured_inputs(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor) -> dict:

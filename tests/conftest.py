@@ -50,3 +50,43 @@ def _suite_threads():
     if torch.get_num_threads() != SUITE_THREADS:
         torch.set_num_threads(SUITE_THREADS)
     yield
+
+
+def tiny_unet_recipe(size, num_images: int, **sections) -> dict:
+    """A tiny U-Net (test_resnet, decoder widths 8) trained two AdamW steps on synthetic
+    frames of `size`, checkpointed and scored on one val image at step 2; `sections`
+    ("data", "train", "eval", ...) update the matching section."""
+    recipe = {
+        "model": {"name": "unet", "encoder": "test_resnet", "encoder_weights": None,
+                  "decoder_channels": [8, 8, 8, 8, 8]},
+        "data": {"dataset": "synthetic", "batch_size": 2, "num_workers": 0,
+                 "options": {"num_images": num_images, "size": list(size)}},
+        "train": {"iters": 2, "checkpoint_interval": 2, "lr": 0.01, "optimizer": "adamw"},
+        "eval": {"interval": 2, "max_images": 1},
+        "log": {"num_images": 0},
+    }
+    for name, values in sections.items():
+        recipe[name].update(values)
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def train_tiny_run(tmp_path_factory):
+    """`train_tiny_run(recipe, name)`: train a recipe dict (`tiny_unet_recipe`) into a
+    fresh run folder and return the folder."""
+    def train_run(recipe: dict, name: str = "run") -> Path:
+        from zoo.engine.recipe import recipe_from_dict
+        from zoo.engine.trainer import train
+        run_dir = tmp_path_factory.mktemp(name) / "run"
+        train(recipe_from_dict(recipe), run_dir)
+        return run_dir
+    return train_run
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for this test (after `_suite_threads` set the suite's count): tiny
+    models gain nothing from a second thread, and on a busy machine it only waits."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(SUITE_THREADS)

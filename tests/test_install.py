@@ -16,7 +16,7 @@ import pytest
 import zoo
 from zoo.commands import COMMANDS
 from zoo.commands import main as segzoo
-from zoo.packaged import find_recipe, packaged_recipes, recipe_dir
+from zoo.engine.packaged import find_recipe, packaged_recipes, recipe_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = ("pyproject.toml", "README.md", "LICENSE", "zoo", "decoders", "recipes")
@@ -34,6 +34,7 @@ def test_every_package_folder_is_listed_in_pyproject():
         "segzoo": "zoo.commands:main"}
 
 
+@pytest.mark.train
 def test_import_and_create_leave_the_heavy_libraries_unloaded():
     code = ("import sys, zoo\n"
             "zoo.create('unet', encoder='test_resnet', num_classes=3, decoder_channels=[8] * 5)\n"
@@ -84,6 +85,7 @@ def test_segzoo_dispatches_and_names_unknown_commands(capsys):
     assert capsys.readouterr().err.startswith("usage: segzoo eval ")
 
 
+@pytest.mark.train
 def test_python_m_zoo_is_the_same_command_line():
     proc = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -132,7 +134,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
-    where = run(python, "-c", "import zoo, zoo.packaged as p; print(zoo.__file__); print(p.recipe_dir())")
+    where = run(python, "-c", "import zoo, zoo.engine.packaged as p; print(zoo.__file__); print(p.recipe_dir())")
     assert where.splitlines()[0].startswith(str(tmp_path / "env"))
     assert Path(where.splitlines()[1]) == Path(where.splitlines()[0]).parent / "recipes"
     assert "unet" in run(*segzoo_bin, "list").split()

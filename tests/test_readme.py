@@ -10,7 +10,7 @@ import pytest
 
 import zoo
 from zoo.commands import COMMANDS, usage
-from zoo.packaged import packaged_recipes
+from zoo.engine.packaged import packaged_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -86,7 +86,8 @@ def test_every_entry_the_readme_uses_is_registered():
             r"model\.pretrained: ([a-z][a-z0-9_]*)`",
             r"^\| `([a-z0-9_]+_camvid)` \|"]                     # a table of entries
     named = {name for pattern in uses for name in re.findall(pattern, README, flags=re.MULTILINE)}
-    assert named and not named - set(zoo.hub.ENTRIES), f"no such entry: {sorted(named - set(zoo.hub.ENTRIES))}"
+    entries = set(zoo.hub.load.ENTRIES)
+    assert named and not named - entries, f"no such entry: {sorted(named - entries)}"
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -100,4 +101,4 @@ def test_help_examples_name_commands_recipes_and_entries_that_exist(command):
     assert not recipes - set(packaged_recipes()), f"not packaged: {sorted(recipes - set(packaged_recipes()))}"
     entries = set(re.findall(r"\bsegzoo (?:predict|eval) ([a-z][a-z0-9_]*)\s", doc))
     entries |= set(re.findall(r"--model ([a-z][a-z0-9_]*_camvid)\b", doc))
-    assert not entries - set(zoo.hub.ENTRIES), f"no such entry: {sorted(entries - set(zoo.hub.ENTRIES))}"
+    assert not entries - set(zoo.hub.load.ENTRIES), f"no such entry: {sorted(entries - set(zoo.hub.load.ENTRIES))}"

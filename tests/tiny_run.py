@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import yaml
 
 import zoo
-from zoo.runfolder import save_checkpoint, set_pointer
+from zoo.hub.formats import save_checkpoint, set_pointer
 
 MODEL = {"name": "unet", "encoder": "test_resnet", "num_classes": 3,
          "decoder_channels": [16, 16, 8, 8, 8], "encoder_weights": "imagenet"}

@@ -7,6 +7,8 @@
 Each subcommand is a module here with `main(argv, prog)`; `tools/<name>.py`
 in a checkout call the same functions. A module is imported only when its
 command runs, so `segzoo list` never loads the training stack.
+Within a command module, too, the zoo's own imports sit inside its functions on purpose
+(not at the top), so that `segzoo --help` and one-line errors stay fast.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    from zoo import __version__
+    from zoo.common.version import __version__
     width = max(map(len, COMMANDS))
     lines = [f"usage: segzoo <command> [options]   (segzoo {__version__})", "", "commands:"]
     lines += [f"  {name:{width}s}  {summary}" for name, (_, summary) in COMMANDS.items()]
@@ -42,12 +44,12 @@ def main(argv=None) -> int:
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "--version":
-        from zoo import __version__
+        from zoo.common.version import __version__
         print(f"segzoo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        from zoo.names import did_you_mean
+        from zoo.common.names import did_you_mean
         hint = did_you_mean(name, COMMANDS)
         print(f"error: unknown command {name!r}{f'; {hint}' if hint else ''} "
               f"(commands: {', '.join(COMMANDS)})", file=sys.stderr)

@@ -8,7 +8,12 @@ Each cell trains into <out>/runs/<arch>-<encoder>-<upsampler>-s<seed>/ (an
 ordinary run folder). Running the same command again skips finished cells and
 resumes a killed one. Overrides (key.path=value, YAML values) apply to every
 cell, e.g. --override train.iters=4; report.* ones to the report settings,
-e.g. --override report.num_images=2.
+e.g. --override report.num_images=2 or --override report.reference=transposed.
+
+The report (<out>/README.md, report.html) opens with "Which upsampler should I
+use": each upsampler against report.reference (default bilinear), paired by
+seed, with a 95% interval; <out>/summary.json holds those comparisons and
+every cell's numbers.
 """
 import argparse
 import shlex
@@ -29,9 +34,9 @@ def main(argv=None, prog=None):
     p.add_argument("--measure-device", default="auto", help="device for latency and checkerboard")
     args = p.parse_args(argv)
 
-    from zoo.ablate import ablate
     from zoo.commands.errors import run
-    from zoo.packaged import find_recipe
+    from zoo.engine.packaged import find_recipe
+    from zoo.lab.ablate import ablate
     words = argv if argv is not None else sys.argv[1:]
     command = f"{prog or 'python tools/ablate.py'} " + " ".join(shlex.quote(a) for a in words)
     run(ablate, run(find_recipe, args.ablation), args.out, overrides=args.override, jobs=args.jobs,

@@ -1,5 +1,5 @@
 """Training and inference throughput, peak memory, parameters and GFLOPs of zoo models,
-optionally beside the matching segmentation_models_pytorch model (zoo/bench.py).
+optionally beside the matching segmentation_models_pytorch model (zoo/lab/bench.py).
 
     segzoo benchmark --arch unet --encoder resnet18 --upsample nearest \\
         --size 256 256 --batch 4 --threads 2 --against smp --json runs/bench.json
@@ -25,7 +25,7 @@ def parse(argv=None, prog=None):
     p.add_argument("--upsamplers", action="store_true",
                    help="one row per upsampler: parameters, GFLOPs, training step, inference latency "
                         "and peak memory as ratios to bilinear, models taking turns "
-                        "(zoo/upsampler_cost.py); --iters is the number of turns")
+                        "(zoo/lab/upsampler_cost.py); --iters is the number of turns")
     p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--num-classes", type=int, default=21)
@@ -48,7 +48,7 @@ def parse(argv=None, prog=None):
     p.add_argument("--json", default=None, metavar="PATH", help="write {'meta', 'rows'} here")
     g = p.add_argument_group("learning parity (--learning): zoo vs smp trained on one sample stream")
     g.add_argument("--learning", action="store_true",
-                   help="train each --arch (unet, pspnet) beside its smp counterpart (zoo/parity.py)")
+                   help="train each --arch (unet, pspnet) beside its smp counterpart (zoo/lab/parity.py)")
     g.add_argument("--data", default=None, metavar="ROOT",
                    help="CamVid root (SegNet layout); default: the embedded synthetic scenes")
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -67,7 +67,7 @@ def parse(argv=None, prog=None):
     g.add_argument("--before", default=None, metavar="JSON",
                    help="an earlier report whose zoo curve the plot adds, dashed")
     d = p.add_argument_group("deployment (--deploy): PyTorch eager vs ONNX Runtime fp32 and int8 "
-                             "(zoo/deploy_bench.py); --data, --rounds and --json apply")
+                             "(zoo/lab/deploy_bench.py); --data, --rounds and --json apply")
     d.add_argument("--deploy", nargs="+", default=None, metavar="ENTRY",
                    help="zoo entries to time and score at their eval size; 'all' for every one")
     d.add_argument("--deploy-threads", type=int, nargs="+", default=[1, 2], metavar="N")
@@ -78,7 +78,7 @@ def parse(argv=None, prog=None):
 
 def deploy(args):
     from zoo.commands.errors import run
-    from zoo.deploy_bench import run as run_deploy
+    from zoo.lab.deploy_bench import run as run_deploy
     run(run_deploy, args.deploy, json_path=args.json, threads=tuple(args.deploy_threads),
         data_root=args.data, max_images=args.max_images, timed_frames=args.timed_frames,
         rounds=args.rounds, log=lambda line: print(line, flush=True))
@@ -88,8 +88,8 @@ def upsampler_cost(args):
     import json
     from pathlib import Path
 
-    from zoo.bench import parse_model_args
-    from zoo.upsampler_cost import format_table, measure
+    from zoo.lab.bench import parse_model_args
+    from zoo.lab.upsampler_cost import format_table, measure
     for arch, encoder in [(a, e) for a in args.arch for e in args.encoder]:
         try:
             report = measure(arch, encoder, tuple(args.size), args.batch, upsamplers=args.upsample,
@@ -119,11 +119,11 @@ def _report(path: str) -> dict:
 
 
 def learning(args):
-    from zoo.bench import parse_model_args
-    from zoo.parity import format_summary, run_parity, write
+    from zoo.lab.bench import parse_model_args
+    from zoo.lab.parity import format_summary, run_parity, write
     before = _report(args.before) if args.before else None
     if args.combine:
-        from zoo.parity import combine
+        from zoo.lab.parity import combine
         report = combine([_report(path) for path in args.combine])
         print(format_summary(report))
         for path in write(report, args.out, before=before):
@@ -149,7 +149,7 @@ def main(argv=None, prog=None):
     args = parse(argv, prog)
     import torch
 
-    from zoo.bench import grid, parse_model_args, run_grid
+    from zoo.lab.bench import grid, parse_model_args, run_grid
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.learning or args.combine:

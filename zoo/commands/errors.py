@@ -16,11 +16,11 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from zoo.data.base import DataError
-    from zoo.encoders import EncoderWeightsError
     from zoo.engine.distributed import DeviceError
+    from zoo.engine.recipe import RecipeError
     from zoo.engine.trainer import TrainingError
-    from zoo.recipe import RecipeError
-    from zoo.runfolder import CheckpointError
+    from zoo.hub.formats import CheckpointError
+    from zoo.models.encoders import EncoderWeightsError
     return (RecipeError, DataError, TrainingError, CheckpointError, DeviceError, EncoderWeightsError,
             FileNotFoundError, ValueError)
 

@@ -41,7 +41,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
 
     from zoo.commands.errors import run
-    from zoo.engine.runs import evaluate_run
+    from zoo.inference.score import evaluate_run
     result = run(evaluate_run, args.model, split=args.split, pointer=args.checkpoint,
                  device=args.device, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                  scales=args.scales, flip=args.flip, max_images=args.max_images,

@@ -1,5 +1,5 @@
 """Export a model to ONNX and torch.export with dynamic height and width, checking
-parity with the eager model at two sizes (zoo/export.py).
+parity with the eager model at two sizes (zoo/inference/export.py).
 
     segzoo export --model fcn8s_resnet10t_camvid --out exported/    # a zoo entry, at its eval size
     segzoo export --model unet --arg encoder=resnet18 --arg num_classes=19 --out exported/unet
@@ -8,7 +8,7 @@ parity with the eager model at two sizes (zoo/export.py).
 
 A trained model's files carry its preprocessing (mean, std, validation transforms,
 evaluation scale), classes and palette: in the ONNX file's metadata and in
-<name>.json beside it (zoo/deploy.py). A format that does not export with dynamic
+<name>.json beside it (zoo/inference/deploy.py). A format that does not export with dynamic
 height and width (PSPNet's adaptive pooling) is exported at the fixed --size
 instead, and the output says so.
 """
@@ -43,11 +43,11 @@ def parse(argv=None, prog=None):
 
 
 def export_one(args) -> dict:
-    from zoo.bench import parse_model_args
-    from zoo.deploy import deploy_info, eval_input_size, stamp
-    from zoo.export import export_model
-    from zoo.registry import builder_params
-    from zoo.sources import load_source
+    from zoo.engine.sources import load_source
+    from zoo.inference.deploy import deploy_info, eval_input_size, stamp
+    from zoo.inference.export import export_model
+    from zoo.lab.bench import parse_model_args
+    from zoo.models.registry import builder_params
     src = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg))
     model = src.model
     arch = model.config["name"]
@@ -77,7 +77,7 @@ def export_one(args) -> dict:
 
 def main(argv=None, prog=None):
     args = parse(argv, prog)
-    from zoo.export import export_grid, format_table
+    from zoo.inference.export import export_grid, format_table
     if args.all:
         log = functools.partial(print, flush=True)
         rows = export_grid(args.out, encoder=args.encoder, formats=args.formats,

@@ -20,7 +20,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
 
     import zoo
-    from zoo.profile import summarize
+    from zoo.models.profile import summarize
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
     if args.pretrained and not args.cost:
         print(entry_table(names))
@@ -37,7 +37,7 @@ def main(argv=None, prog=None):
 def entry_table(names: list[str]) -> str:
     """One line per trained entry: what it builds, on what it was trained, its val mIoU
     under its stored protocol, and whether its weights ship in the package."""
-    from zoo.entries import SHIPPED_INDEX, get_entry
+    from zoo.hub.entries import SHIPPED_INDEX, get_entry
     rows = [("entry", "model", "dataset", "classes", "val mIoU", "weights")]
     for name in names:
         e = get_entry(name)

@@ -19,7 +19,7 @@ import argparse
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """--backend, --precision, --threads: shared with `segzoo eval`."""
-    g = p.add_argument_group("deployment (zoo/deploy.py)")
+    g = p.add_argument_group("deployment (zoo/inference/deploy.py)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                    help="PyTorch eager, or ONNX Runtime on the CPU (exported once and cached)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
@@ -42,7 +42,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
 
     from zoo.commands.errors import run
-    from zoo.infer import predict_files
+    from zoo.inference.predict import predict_files
     paths = run(predict_files, args.model, args.images, args.out, pointer=args.checkpoint,
                 device=args.device, backend=args.backend, precision=args.precision, threads=args.threads,
                 data_root=args.data_root)

@@ -56,8 +56,8 @@ def main(argv=None, prog=None):
     if args.ship:
         _ship(args, run)
     elif args.out:
-        from zoo.hub import sha256_of
-        from zoo.publish import publish
+        from zoo.hub.load import sha256_of
+        from zoo.lab.publish import publish
         e = run(publish, args.source, args.name, args.out, url=args.url, pointer=args.pointer,
                 eval_file=args.eval)
         pin = sha256_of(Path(args.out) / "config.json")
@@ -65,21 +65,21 @@ def main(argv=None, prog=None):
               f"val mIoU {_num(e.metrics.get('mIoU'))}\nload it with zoo.load(URL, sha256=\"{pin}\") "
               f"once served at URL")
     elif args.push_to_hub:
-        from zoo.publish import push_to_hub
+        from zoo.lab.publish import push_to_hub
         commit, digest = run(push_to_hub, args.source, args.push_to_hub, token=args.token,
                              private=args.private, pointer=args.pointer, eval_file=args.eval)
         print(f"pushed {args.push_to_hub} at commit {commit}\n"
               f"load it with zoo.load(\"hf-hub:{args.push_to_hub}@{commit}\", sha256=\"{digest}\")")
     else:
-        from zoo.card import update_card
-        from zoo.entries import SHIPPED_INDEX
-        from zoo.ship import read_shipped
+        from zoo.hub.entries import SHIPPED_INDEX
+        from zoo.lab.card import update_card
+        from zoo.lab.ship import read_shipped
         changed = run(update_card, args.card, read_shipped(SHIPPED_INDEX.parent))
         print(f"{args.card}: {'updated' if changed else 'up to date'}")
 
 
 def _ship(args, run):
-    from zoo.ship import ship
+    from zoo.lab.ship import ship
     s = run(ship, args.source, args.ship, weights_dir=args.weights_dir, card=args.card,
             eval_file=args.eval, recipe_file=args.recipe, command=args.command,
             machine_name=args.machine, force=args.force, pointer=args.pointer)

@@ -42,7 +42,7 @@ def list_recipes(width: int = 100) -> str:
     import re
     import textwrap
 
-    from zoo.packaged import packaged_recipes
+    from zoo.engine.packaged import packaged_recipes
     rows = []
     for name, path in packaged_recipes().items():
         header = []
@@ -67,8 +67,8 @@ def main(argv=None, prog=None):
 
     from zoo.commands.errors import run
     if args.print_recipe:
-        from zoo.packaged import find_recipe
-        from zoo.recipe import format_recipe
+        from zoo.engine.packaged import find_recipe
+        from zoo.engine.recipe import format_recipe
         print(run(format_recipe, run(find_recipe, args.recipe), args.overrides), end="")
         return
     from zoo.engine.trainer import train_from_files

@@ -1,7 +1,8 @@
 """Datasets for semantic segmentation: one module per format, one contract.
 
 `build_dataset(name, root, split, transform=None, **options)` builds any of
-`DATASETS`; every dataset is a `SegDataset` (see `zoo.data.base`) yielding
+`DATASETS` (a `zoo.common.registry.Registry`; `register_dataset` adds one, with its
+augmentation family: see zoo/data/registry.py); every dataset is a `SegDataset` (see `zoo.data.base`) yielding
 train ids 0..K-1 with `IGNORE_INDEX` (255) = ignore. `build_transform` (albumentations, imported
 lazily) makes the matching augmentation pipelines; `make_dataset` builds
 both from a recipe's `data` section.
@@ -10,24 +11,25 @@ from __future__ import annotations
 
 import inspect
 
+from .ade20k import ADE20K
 from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataError, SegDataset, resolve_root
 from .camvid import CamVid
 from .cityscapes import Cityscapes
 from .coco import COCOSegmentation
 from .folder import FolderDataset
 from .palettes import colorize, make_palette
+from .registry import DATASETS, dataset_family, register_dataset
 from .synthetic import SyntheticScenes
 from .transforms import build_transform
 from .voc import VOCSegmentation
 
-DATASETS: dict[str, type[SegDataset]] = {
-    "voc": VOCSegmentation,
-    "cityscapes": Cityscapes,
-    "camvid": CamVid,
-    "coco": COCOSegmentation,
-    "folder": FolderDataset,
-    "synthetic": SyntheticScenes,
-}
+register_dataset("voc", VOCSegmentation)
+register_dataset("cityscapes", Cityscapes)
+register_dataset("camvid", CamVid)
+register_dataset("coco", COCOSegmentation)
+register_dataset("folder", FolderDataset)
+register_dataset("ade20k", ADE20K)
+register_dataset("synthetic", SyntheticScenes)  # family "synthetic", declared on the class
 
 
 def dataset_options(name: str) -> list[str]:
@@ -37,16 +39,12 @@ def dataset_options(name: str) -> list[str]:
 
 
 def _dataset_class(name: str) -> type[SegDataset]:
-    if name not in DATASETS:
-        from zoo.names import did_you_mean
-        hint = did_you_mean(name, DATASETS)
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
-                         + (f" ({hint})" if hint else ""))
-    return DATASETS[name]
+    return DATASETS.get(name)  # an unknown name: a ValueError naming the close ones
 
 
 def build_dataset(name: str, root, split: str, transform=None, **options) -> SegDataset:
-    """Build dataset `name` ("voc", "cityscapes", "camvid", "coco", "folder", "synthetic")."""
+    """Build dataset `name` ("voc", "cityscapes", "camvid", "coco", "ade20k", "folder", "synthetic", or one
+    registered with `register_dataset`)."""
     cls = _dataset_class(name)
     unknown = sorted(set(options) - set(dataset_options(name)))
     if unknown:
@@ -65,7 +63,7 @@ def make_dataset(data, split: str, train: bool):
     if data.ignore_index is not None:
         dataset.ignore_index = data.ignore_index
     entries = data.train_transforms if train else data.val_transforms
-    dataset.transform = build_transform(entries, train=train, family=data.dataset,
+    dataset.transform = build_transform(entries, train=train, family=dataset_family(data.dataset),
                                         crop_size=tuple(data.crop_size) if data.crop_size else None,
                                         mean=data.mean, std=data.std, ignore_index=dataset.ignore_index,
                                         relabel={native: dataset.ignore_index})
@@ -73,8 +71,9 @@ def make_dataset(data, split: str, train: bool):
 
 
 __all__ = [
-    "DATASETS", "build_dataset", "dataset_options", "build_transform", "make_dataset", "IGNORE_INDEX",
+    "DATASETS", "register_dataset", "dataset_family",
+    "build_dataset", "dataset_options", "build_transform", "make_dataset", "IGNORE_INDEX",
     "SegDataset", "DataError",
-    "VOCSegmentation", "Cityscapes", "CamVid", "COCOSegmentation", "FolderDataset", "SyntheticScenes",
+    "VOCSegmentation", "Cityscapes", "CamVid", "COCOSegmentation", "ADE20K", "FolderDataset", "SyntheticScenes",
     "colorize", "make_palette", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

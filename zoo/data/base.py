@@ -181,6 +181,9 @@ class SegDataset(Dataset):
     classes: tuple[str, ...] = ()
     palette: np.ndarray = np.zeros((0, 3), np.uint8)
     ignore_index: int = IGNORE_INDEX
+    # Which default training augmentation suits it (zoo.data.transforms.AUGMENTATION_FAMILIES):
+    # "natural" photographs (scale and colour jitter), "synthetic" renderings (flips only).
+    family: str = "natural"
 
     def __init__(self, root, split: str, transform: Callable | None = None):
         self.root = Path(root) if root is not None else None

@@ -184,6 +184,7 @@ def render(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
 class SyntheticScenes(SegDataset):
     classes = SYNTHETIC_CLASSES
     palette = SYNTHETIC_PALETTE
+    family = "synthetic"  # its colours are its labels: no colour jitter, no rescaling
 
     def __init__(self, root=None, split: str = "train", transform=None, *, num_images: int | None = None,
                  size: int | tuple[int, int] = 96, seed: int = 0):

@@ -11,12 +11,14 @@ Sequential). The pipeline always ends with Normalize(mean, std), the mask as
 int64 (with `relabel`, e.g. `{255: 0}`, applied) and ToTensorV2, which the
 entries must not repeat. With `entries=None` the defaults are:
 
-- training: RandomScale 0.5-2.0, PadIfNeeded to `crop_size` (image 0, mask
+- training, by the dataset's augmentation family (`family=` is a family or a registered
+  dataset's name; a dataset declares its family, see zoo/data/registry.py):
+  "natural": RandomScale 0.5-2.0, PadIfNeeded to `crop_size` (image 0, mask
   `ignore_index`), RandomCrop `crop_size`, HorizontalFlip, ColorJitter;
-  family "synthetic": HorizontalFlip only (plus pad/crop when `crop_size` is set).
+  "synthetic": HorizontalFlip only (plus pad/crop when `crop_size` is set).
   Without `crop_size` no crop is made, so images keep varying sizes. `crop_size`
   sizes these defaults only: a recipe that lists its own entries crops in them,
-  and `zoo/recipe.py` refuses `data.crop_size` beside `data.train_transforms`.
+  and `zoo/engine/recipe.py` refuses `data.crop_size` beside `data.train_transforms`.
 - evaluation: normalisation only, at full resolution.
 
 albumentations is imported inside the functions: it takes seconds to import.
@@ -28,11 +30,12 @@ import inspect
 
 import numpy as np
 
-from zoo.names import did_you_mean
+from zoo.common.names import did_you_mean
 
 from .base import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from .registry import DATASETS, dataset_family
 
-FAMILIES = ("voc", "cityscapes", "camvid", "coco", "folder", "synthetic")
+AUGMENTATION_FAMILIES = ("natural", "synthetic")  # the default training pipelines below
 _APPENDED = ("Normalize", "ToTensorV2")
 
 
@@ -76,16 +79,25 @@ def make_transform(entry: dict):
         raise ValueError(f"transform {name}: invalid params {params!r}: {detail}") from None
 
 
-def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        hint = did_you_mean(family, FAMILIES)
-        raise ValueError(f"unknown dataset family {family!r}; known: {', '.join(FAMILIES)}"
-                         + (f" ({hint})" if hint else ""))
+def resolve_family(family: str) -> str:
+    """The augmentation family `family` names: itself, or a registered dataset's family."""
+    if family in AUGMENTATION_FAMILIES:
+        return family
+    if family in DATASETS:
+        declared = dataset_family(family)
+        if declared not in AUGMENTATION_FAMILIES:
+            raise ValueError(f"dataset {family!r} declares augmentation family {declared!r}; "
+                             f"known: {', '.join(AUGMENTATION_FAMILIES)}")
+        return declared
+    known = [*DATASETS, *AUGMENTATION_FAMILIES]
+    hint = did_you_mean(family, known)
+    raise ValueError(f"unknown dataset family {family!r}{'; ' + hint if hint else ''}; known: datasets "
+                     f"{', '.join(DATASETS)}; families {', '.join(AUGMENTATION_FAMILIES)}")
 
 
 def default_train_entries(family: str, crop_size: tuple[int, int] | None,
                           ignore_index: int = IGNORE_INDEX) -> list[dict]:
-    _check_family(family)
+    family = resolve_family(family)
     entries = [] if family == "synthetic" else [
         {"name": "RandomScale", "params": {"scale_limit": (-0.5, 1.0), "p": 1.0}}]  # x0.5 .. x2.0
     if crop_size is not None:
@@ -112,7 +124,7 @@ def build_transform(entries: list[dict] | None, *, train: bool, family: str,
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
-    _check_family(family)
+    family = resolve_family(family)
     added = [e.get("name") for e in entries or [] if isinstance(e, dict) and e.get("name") in _APPENDED]
     if added:
         raise ValueError(f"transform entries must not include {', '.join(added)}: the pipeline always ends "

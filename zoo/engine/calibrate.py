@@ -23,7 +23,13 @@ from typing import Sequence
 
 import torch
 
-from zoo.fileio import atomic_write_json
+from zoo.common.fileio import atomic_write_json
+from zoo.data import make_dataset
+from zoo.engine.data import spread
+from zoo.engine.distributed import device_for
+from zoo.engine.evaluate import evaluate, protocol_args
+from zoo.engine.losses import class_weights
+from zoo.engine.sources import load_source, require_recipe
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FILE = "calibration.json"
@@ -63,12 +69,6 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
     `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe,
     whose `train.class_weights` it undoes."""
-    from zoo.data import make_dataset
-    from zoo.engine.data import spread
-    from zoo.engine.distributed import device_for
-    from zoo.engine.evaluate import evaluate, protocol_args
-    from zoo.engine.trainer import class_weights
-    from zoo.sources import load_source, require_recipe
     alphas = sorted({float(a) for a in alphas})
     if not alphas or any(a < 0 for a in alphas):
         raise ValueError(f"alphas must be one or more numbers >= 0, got {list(alphas)}")

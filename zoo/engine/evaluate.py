@@ -92,6 +92,21 @@ def protocol_args(protocol: dict) -> dict:
 
 
 @torch.no_grad()
+def frame_scores(model, x: Tensor, frame_size, protocol: dict, num_classes: int) -> Tensor:
+    """(N, K, H, W) scores of a transformed batch at the original frame's size, by
+    the evaluation protocol; logits for one scale without flip, else probabilities."""
+    scores = predict_logits(model, x, num_classes=num_classes, **protocol_args(protocol))
+    if tuple(scores.shape[-2:]) != tuple(frame_size):  # val transforms resized: back to the frame
+        scores = F.interpolate(scores.float(), size=tuple(frame_size), mode="bilinear", align_corners=False)
+    return scores
+
+
+def gives_probabilities(protocol: dict) -> bool:
+    """Whether `frame_scores` under `protocol` are probabilities (several scales or flip) rather than logits."""
+    args = protocol_args(protocol)
+    return args["scales"] != (1.0,) or args["flip"]
+
+
 def predict_logits(model: nn.Module, image: Tensor, *, mode: str = "whole",
                    crop_size: Optional[Size] = None, stride: Optional[Size] = None,
                    scales: Sequence[float] = (1.0,), flip: bool = False,

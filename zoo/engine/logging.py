@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.fileio import atomic_write_text
+from zoo.common.fileio import atomic_write_text
 
 BOUNDARY_KEYS = ("boundary_iou", "trimap_miou")
 

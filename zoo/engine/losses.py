@@ -6,6 +6,8 @@
   segmentation_models_pytorch in multiclass mode. Note that smp's multiclass
   focal loss is a one-vs-rest sigmoid focal loss averaged over classes.
 - Sums such as ``ce+dice`` or ``ce+lovasz``: any ``+``-joined terms.
+- More terms: ``register_loss("name")`` on a function ``(ignore_index, weights) -> module``
+  (``LOSSES`` is a ``zoo.common.registry.Registry``).
 - An auxiliary head (PSPNet's deep supervision on stage 4, weight 0.4) adds
   ``aux_weight`` times the same criterion on the auxiliary logits.
 - A batch without one labelled pixel (a crop of an unlabelled region) adds a
@@ -26,33 +28,48 @@ import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import Tensor, nn
 
+from zoo.common.registry import Registry
 from zoo.data.base import IGNORE_INDEX
+from zoo.engine.data import spread
 
 MULTICLASS = smp_losses.MULTICLASS_MODE
 
 
+LossTerm = Callable[[int, Optional[Tensor]], nn.Module]  # (ignore_index, class weights or None) -> module
+
+LOSSES: Registry[LossTerm] = Registry("loss")
+
+
+def register_loss(name: str, term: LossTerm | None = None, *, class_weights: bool = True):
+    """Register a loss term as `name` (a decorator when `term` is not given): a function
+    `(ignore_index, weights)` returning a module called as `module(logits, target)` -> scalar,
+    `weights` the K class weights (a tensor) or None. `class_weights=False`: it takes none,
+    and asking for them with this term alone is an error. Recipes then name it in
+    `train.loss`, alone or in a `+`-joined sum."""
+    return LOSSES.register(name, term, class_weights=class_weights)
+
+
+@register_loss("ce")
 def _ce(ignore_index, weights):
     return nn.CrossEntropyLoss(weight=weights, ignore_index=ignore_index)
 
 
+@register_loss("dice")
 def _dice(ignore_index, weights):
     return smp_losses.DiceLoss(MULTICLASS, ignore_index=ignore_index,
                                class_weights=None if weights is None else weights.tolist())
 
 
+@register_loss("focal")
 def _focal(ignore_index, weights):
     return smp_losses.FocalLoss(MULTICLASS, ignore_index=ignore_index,
                                 class_weights=None if weights is None else weights.tolist())
 
 
+@register_loss("lovasz", class_weights=False)
 def _lovasz(ignore_index, weights):
     # Lovasz-Softmax optimises the mean IoU directly; smp offers no class weights for it.
     return smp_losses.LovaszLoss(MULTICLASS, ignore_index=ignore_index)
-
-
-_TERMS: Dict[str, Callable[[int, Optional[Tensor]], nn.Module]] = {
-    "ce": _ce, "dice": _dice, "focal": _focal, "lovasz": _lovasz,
-}
 
 
 def _resize_to(logits: Tensor, target: Tensor) -> Tensor:
@@ -90,23 +107,28 @@ def build_loss(name: str = "ce", *, num_classes: int, ignore_index: int = IGNORE
                class_weights=None, aux_weight: float = 0.0) -> SegLoss:
     """A loss called as ``loss(logits, target, aux_logits=None)`` -> scalar.
 
-    ``name`` is one of ``ce``, ``dice``, ``focal``, ``lovasz`` or a ``+``-joined
-    sum of them. ``class_weights`` (K values) go to every term that takes them
-    (ce, dice, focal); asking for them with ``lovasz`` alone is an error.
+    ``name`` is one of `LOSSES` (``ce``, ``dice``, ``focal``, ``lovasz`` and those of
+    `register_loss`) or a ``+``-joined sum of them. ``class_weights`` (K values) go to
+    every term that takes them (ce, dice, focal); asking for them with terms that take
+    none (``lovasz``) alone is an error.
     """
-    parts = [p.strip() for p in str(name).lower().split("+")]
-    unknown = [p for p in parts if p not in _TERMS]
-    if unknown or len(set(parts)) != len(parts):
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(_TERMS))}, "
-                         f"or a '+'-joined sum of different ones such as 'ce+dice', 'ce+lovasz'")
+    parts = [p.strip() for p in str(name).split("+")]
+    parts = [p if p in LOSSES else p.lower() for p in parts]
+    unknown = [p for p in parts if p not in LOSSES]
+    listing = (f"valid: {', '.join(LOSSES.names())}, "
+               "or a '+'-joined sum of different ones such as 'ce+dice', 'ce+lovasz'")
+    if unknown:
+        raise ValueError(LOSSES.unknown(unknown[0], listing=listing) + (f" (in {name!r})" if len(parts) > 1 else ""))
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"unknown loss {name!r}: a term repeats; {listing}")
     weights = None
     if class_weights is not None:
         weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
         if weights.numel() != num_classes:
             raise ValueError(f"{weights.numel()} class weights for {num_classes} classes")
-        if parts == ["lovasz"]:
-            raise ValueError("class_weights are not supported by the lovasz loss")
-    return SegLoss({p: _TERMS[p](ignore_index, weights) for p in parts}, aux_weight, ignore_index)
+        if not any(LOSSES.info(p)["class_weights"] for p in parts):
+            raise ValueError(f"class_weights are not supported by the {name} loss")
+    return SegLoss({p: LOSSES.get(p)(ignore_index, weights) for p in parts}, aux_weight, ignore_index)
 
 
 def class_frequencies(dataset, num_classes: int, ignore_index: int = IGNORE_INDEX,
@@ -117,7 +139,6 @@ def class_frequencies(dataset, num_classes: int, ignore_index: int = IGNORE_INDE
     ignored) pixels of the images in which c occurs. ``max_images`` reads that
     many images spread evenly over the data set.
     """
-    from zoo.engine.data import spread
     indices = spread(len(dataset), max_images)
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_totals = torch.zeros(num_classes, dtype=torch.int64)
@@ -146,3 +167,27 @@ def median_frequency_weights(counts: Tensor, image_totals: Tensor) -> Tensor:
     weights = torch.ones_like(counts)
     weights[present] = freq.quantile(0.5) / freq
     return weights.float()
+
+
+# ----------------------------------------------------------------------------- from a recipe
+
+def class_weights(recipe, dataset) -> torch.Tensor | None:
+    """The loss's per-class weights, (K,) float32, or None: `train.class_weights` as
+    given, or computed from the training `dataset` for "median_frequency"."""
+    weights = recipe.train.class_weights
+    if weights == "median_frequency":
+        weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes),
+                                                              dataset.ignore_index))
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        if weights.numel() != len(dataset.classes):
+            raise ValueError(f"train.class_weights has {weights.numel()} values for "
+                             f"{len(dataset.classes)} classes")
+    return weights
+
+
+def build_criterion(recipe, dataset, device):
+    """The recipe's loss (`train.loss`, class weights, aux weight) for `dataset`'s classes, on `device`."""
+    t = recipe.train
+    return build_loss(t.loss, num_classes=len(dataset.classes), ignore_index=dataset.ignore_index,
+                      class_weights=class_weights(recipe, dataset), aux_weight=t.aux_weight).to(device)

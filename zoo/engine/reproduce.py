@@ -43,6 +43,18 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def reseed_after_build(seed: int) -> None:
+    """Re-seed the global RNGs from the run's seed (a derived one) once the model is
+    built. What training then draws from them (dropout masks, ...) no longer depends
+    on how many numbers the model's initialisation drew, so two runs of one seed whose
+    heads differ (an ablation's upsamplers) draw the same masks. A resumed run
+    restores the checkpoint's RNG states after this, as before."""
+    derived = int(np.random.SeedSequence([seed, 0x7472_6169]).generate_state(1)[0])
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

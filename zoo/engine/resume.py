@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from zoo import runfolder as ckpt
 from zoo.engine.optim import ScheduleChangeError, restore_scheduler
-from zoo.recipe import RecipeError, recipe_to_dict
+from zoo.engine.recipe import RecipeError, recipe_to_dict
+from zoo.hub import formats as ckpt
 
 # LRFactor settings -> the recipe keys they come from.
 _SCHEDULE_KEYS = {"name": "train.schedule", "warmup_iters": "train.warmup_iters", "power": "train.power",
@@ -46,7 +46,7 @@ class Resumed:
 
 
 def _load(path: Path, device) -> tuple[dict, dict]:
-    return ckpt.load_weights(path, device), ckpt.load_train_state(path)
+    return ckpt.read_weights(path, device), ckpt.load_train_state(path)
 
 
 def _newest_readable(ckpt_dir: Path, device, main: bool) -> tuple[Path, dict, dict, list[str]]:

@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from zoo.engine import distributed as D
+from zoo.hub.formats import read_pointer, resolve
+
 RUNS = Path("runs")
 LOCK_FILE = ".lock"
 
@@ -53,7 +56,6 @@ def default_run_dir(recipe_path, overrides=(), name: str | None = None) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    from zoo.runfolder import resolve
     return resolve(Path(run_dir) / "checkpoints", "last") is not None
 
 
@@ -177,7 +179,6 @@ def lock_run_dir(run_dir: Path) -> RunLock:
 def lock_on_main(run_dir: Path, main: bool) -> RunLock | None:
     """Under torch.distributed, rank 0 (`main`) holds the lock for all ranks, and a
     refusal stops every rank alike (none waits for the others at a collective)."""
-    from zoo.engine import distributed as D
     lock, refused = None, None
     if main:
         try:
@@ -209,7 +210,6 @@ def resume_command(recipe_path, overrides=(), *, run_dir=None, name=None) -> str
 
 def interrupted_message(run_dir: Path, command: str) -> str:
     """What Ctrl-C prints: the folder, the iteration the checkpoint holds, how to go on."""
-    from zoo.runfolder import read_pointer
     last = read_pointer(Path(run_dir) / "checkpoints", "last")
     if last is None:
         return (f"interrupted; {run_dir} holds no checkpoint yet, so running again starts over "

@@ -33,16 +33,31 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from zoo import runfolder as ckpt
+from zoo import factory
+from zoo.common.fileio import atomic_write_json
 from zoo.data import make_dataset
 from zoo.engine import distributed as D
+from zoo.engine import rundir
 from zoo.engine.data import SeededSamples, StreamSampler, ignore_sigint, loader_workers, val_loader
-from zoo.engine.reproduce import determinism_record, rng_state, seed_everything, set_rng_state, watch_nondeterministic
+from zoo.engine.evaluate import evaluate
+from zoo.engine.logging import RunLogger
+from zoo.engine.losses import build_criterion
+from zoo.engine.optim import build_optimizer, build_scheduler
+from zoo.engine.packaged import find_recipe
+from zoo.engine.recipe import Recipe, load_recipe, recipe_to_dict, save_recipe
+from zoo.engine.reproduce import (
+    determinism_record,
+    reseed_after_build,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    watch_nondeterministic,
+)
 from zoo.engine.resume import check_classes, check_unchanged, restore
+from zoo.engine.rundir import lock_on_main
 from zoo.engine.runtime import StopRequest, resolve_speed
 from zoo.engine.visualize import write_pictures
-from zoo.fileio import atomic_write_json
-from zoo.recipe import Recipe, recipe_to_dict, save_recipe
+from zoo.hub import formats as ckpt
 
 __all__ = ["Trainer", "TrainingError", "train", "train_from_files", "build_model", "build_criterion"]
 
@@ -54,7 +69,6 @@ class TrainingError(RuntimeError):
 # ----------------------------------------------------------------------------- setup
 
 def build_model(recipe: Recipe, dataset) -> nn.Module:
-    import zoo
     args = dict(recipe.model)
     k = len(dataset.classes)
     if args.get("num_classes") is None:
@@ -62,36 +76,15 @@ def build_model(recipe: Recipe, dataset) -> nn.Module:
     elif args["num_classes"] != k:
         raise ValueError(f"model.num_classes is {args['num_classes']} but dataset "
                          f"{recipe.data.dataset!r} has {k} classes ({', '.join(dataset.classes[:6])}, ...)")
-    model = zoo.create(**args)
+    if isinstance(args.get("pretrained"), str):  # the recipe's `model.pretrained: <entry or folder>`
+        args["init_from"] = args.pop("pretrained")
+    model = factory.create(**args)
     if "logit_bias" not in recipe.model and getattr(model, "logit_bias", None) is not None:
         # Started from a calibrated entry: its bias undoes that entry's class prior
         # (`segzoo calibrate`); this run trains without it and is calibrated afresh.
         model.set_logit_bias(None)
         model.config.pop("logit_bias", None)
     return model
-
-
-def class_weights(recipe: Recipe, dataset) -> torch.Tensor | None:
-    """The loss's per-class weights, (K,) float32, or None: `train.class_weights` as
-    given, or computed from the training `dataset` for "median_frequency"."""
-    from zoo.engine.losses import class_frequencies, median_frequency_weights
-    weights = recipe.train.class_weights
-    if weights == "median_frequency":
-        weights = median_frequency_weights(*class_frequencies(dataset, len(dataset.classes),
-                                                              dataset.ignore_index))
-    if weights is not None:
-        weights = torch.as_tensor(weights, dtype=torch.float32)
-        if weights.numel() != len(dataset.classes):
-            raise ValueError(f"train.class_weights has {weights.numel()} values for "
-                             f"{len(dataset.classes)} classes")
-    return weights
-
-
-def build_criterion(recipe: Recipe, dataset, device):
-    from zoo.engine.losses import build_loss
-    t = recipe.train
-    return build_loss(t.loss, num_classes=len(dataset.classes), ignore_index=dataset.ignore_index,
-                      class_weights=class_weights(recipe, dataset), aux_weight=t.aux_weight).to(device)
 
 
 def eval_protocol(eval_cfg) -> dict:
@@ -103,7 +96,6 @@ def eval_protocol(eval_cfg) -> dict:
 
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = True):
-        from zoo.engine.rundir import lock_on_main
         self.recipe = recipe
         if recipe.train.threads is not None:
             torch.set_num_threads(recipe.train.threads)
@@ -140,13 +132,13 @@ class Trainer:
         self.ignore_index = self.train_set.ignore_index
         self.workers, capped = loader_workers(recipe.data.num_workers)
         self.model = build_model(recipe, self.train_set).to(self.device)
+        reseed_after_build(t.seed)  # dropout masks then match across heads (an ablation's upsamplers)
         if t.sync_bn:
             self.model = D.sync_batchnorm(self.model, self.device, self.dist)
         if self.speed["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(recipe, self.train_set, self.device)
 
-        from zoo.engine.optim import build_optimizer, build_scheduler
         self.optimizer = build_optimizer(self.model, name=t.optimizer, lr=t.lr,
                                          weight_decay=t.weight_decay, momentum=t.momentum,
                                          betas=tuple(t.betas), encoder_lr_mult=t.encoder_lr_mult)
@@ -238,7 +230,6 @@ class Trainer:
             self.release()
 
     def _fit(self, stop: StopRequest) -> dict:
-        from zoo.engine.logging import RunLogger
         r, t = self.recipe, self.recipe.train
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +330,6 @@ class Trainer:
         return loss, t_data, time.perf_counter() - t0
 
     def evaluate(self) -> dict:
-        from zoo.engine.evaluate import evaluate
         e = self.recipe.eval
         D.broadcast_buffers(self.model)  # one model on all ranks, whose shards are summed
         loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
@@ -378,12 +368,9 @@ class Interrupted(KeyboardInterrupt):
 def train_from_files(recipe_path, overrides=(), run_dir=None, resume: bool = False, *,
                      name: str | None = None, fresh: bool = False) -> dict:
     """What `segzoo train` does: load and check the recipe (a file, or a packaged
-    recipe's name: `zoo/packaged.py`), pick the run folder (`zoo/engine/rundir.py`:
+    recipe's name: `zoo/engine/packaged.py`), pick the run folder (`zoo/engine/rundir.py`:
     the same command names the same folder, so running it again resumes), train,
     and print the final metrics."""
-    from zoo.engine import rundir
-    from zoo.packaged import find_recipe
-    from zoo.recipe import load_recipe
     recipe = load_recipe(find_recipe(recipe_path), overrides)
     folder = rundir.pick_run_dir(recipe_path, overrides, run_dir=run_dir, name=name, resume=resume,
                                  fresh=fresh)

@@ -10,6 +10,7 @@ import torch
 
 from zoo.data.base import IGNORE_INDEX
 from zoo.data.palettes import colorize
+from zoo.engine.evaluate import frame_scores
 
 
 def overlay_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette,
@@ -134,7 +135,6 @@ def confusion_png(matrix, class_names, path: Path, title: str = "") -> Path:
 def write_pictures(model, dataset, out_dir: Path, result: dict, classes, device, num_images: int,
                    protocol: dict | None = None) -> list[Path]:
     """Prediction overlays for the first val images and the confusion matrix."""
-    from zoo.infer import frame_scores
     protocol = protocol or {}
     model.eval()
     paths = []

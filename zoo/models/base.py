@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from decoders.upsample import Upsampler, upsampler_class
-from zoo.encoders import Encoder
+from zoo.models.encoders import Encoder
 
 
 class SegmentationModel(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decoders.deconvnet import DeconvNetHead
 from zoo.models.base import SegmentationModel, build_encoder, load_pretrained_fc
-from zoo.registry import register_model, register_preset
+from zoo.models.registry import register_model, register_preset
 
 
 def _create(name, encoder, num_classes, upsample, output_stride, encoder_weights, in_chans,
@@ -20,7 +20,7 @@ def _create(name, encoder, num_classes, upsample, output_stride, encoder_weights
     return SegmentationModel(enc, head)
 
 
-@register_model
+@register_model(tiny={"fc_channels": 32})  # small widths for tests and the export grid
 def deconvnet(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "unpool",
               output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
               fc_channels: int = 4096, decoder_channels: tuple[int, ...] | None = None,
@@ -30,7 +30,7 @@ def deconvnet(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | 
                    in_chans, fc_channels, decoder_channels, depths, norm_layer, act_layer, vit_blocks)
 
 
-@register_model
+@register_model(tiny={})  # small widths for tests and the export grid
 def segnet(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "unpool",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
            decoder_channels: tuple[int, ...] | None = None, depths: tuple[int, ...] = (3, 3, 3, 2, 2),

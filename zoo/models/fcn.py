@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from decoders.fcn import FCNHead
 from zoo.models.base import SegmentationModel, build_encoder, load_pretrained_fc
-from zoo.registry import register_model, register_preset
+from zoo.models.registry import register_model, register_preset
 
 
 def _create_fcn(name: str, skips: int, encoder: str, num_classes: int, upsample, output_stride: int,
@@ -20,7 +20,7 @@ def _create_fcn(name: str, skips: int, encoder: str, num_classes: int, upsample,
     return SegmentationModel(enc, head)
 
 
-@register_model
+@register_model(tiny={"fc_channels": 16})  # small widths for tests and the export grid
 def fcn32s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
            fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",
@@ -29,7 +29,7 @@ def fcn32s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dic
                        in_chans, fc_channels, dropout, act_layer, vit_blocks)
 
 
-@register_model
+@register_model(tiny={"fc_channels": 16})  # small widths for tests and the export grid
 def fcn16s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
            output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
            fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",
@@ -38,7 +38,7 @@ def fcn16s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dic
                        in_chans, fc_channels, dropout, act_layer, vit_blocks)
 
 
-@register_model
+@register_model(tiny={"fc_channels": 16})  # small widths for tests and the export grid
 def fcn8s(encoder: str = "vgg16_bn", num_classes: int = 21, upsample: str | dict | type = "transposed",
           output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
           fc_channels: int = 4096, dropout: float = 0.5, act_layer: str | None = "relu",

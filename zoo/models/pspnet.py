@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from decoders.psp import AuxHead, PSPHead
 from zoo.models.base import SegmentationModel, build_encoder
-from zoo.registry import register_model, register_preset
+from zoo.models.registry import register_model, register_preset
 
 
-@register_model
+@register_model(tiny={"head_channels": 16, "aux_channels": 8})  # small widths for tests and the export grid
 def pspnet(encoder: str = "resnet50", num_classes: int = 21, upsample: str | dict | type = "bilinear",
            output_stride: int = 8, encoder_weights: str | None = None, in_chans: int = 3,
            bins: tuple[int, ...] = (1, 2, 3, 6), head_channels: int = 512, dropout: float = 0.1,

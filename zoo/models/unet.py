@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from decoders.unet import UNetHead
 from zoo.models.base import SegmentationModel, build_encoder
-from zoo.registry import register_model, register_preset
+from zoo.models.registry import register_model, register_preset
 
 
-@register_model
+@register_model(tiny={"decoder_channels": (32, 24, 16, 8, 8)})  # small widths for tests and the export grid
 def unet(encoder: str = "resnet34", num_classes: int = 21, upsample: str | dict | type = "bilinear",
          output_stride: int = 32, encoder_weights: str | None = None, in_chans: int = 3,
          decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),

@@ -1,0 +1,304 @@
+"""The arithmetic of `freqfusion` (`decoders/freqfusion.py`, which documents the method): the
+neighbour cosine, the sub-pixel-phase convolutions, the offset generator and the resampling, with the
+hand-written backward passes that keep its memory near bilinear's."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from decoders import local_ops
+from decoders.reassembly import neighbour_softmax, reassemble
+
+
+def log_hamming(kernel_size: int) -> Tensor:
+    """(k*k,) logarithm of the 2-D Hamming window (numpy's, outer product), row-major."""
+    window = np.outer(np.hamming(kernel_size), np.hamming(kernel_size))
+    return torch.from_numpy(np.log(window)).float().flatten()
+
+
+def neighbour_cosine(x: Tensor, dilation: int = 2) -> Tensor:
+    """(N, 8, H, W): cosine similarity of every point to its 8 neighbours at ``dilation``
+    (3 x 3 window, row-major, centre left out); neighbours outside the map count as 0.
+
+    Hand-written backward pass (`_NeighbourCosine`): it keeps ``x`` and its norms, not the
+    unit vectors, the padded copy and the eight products autograd would."""
+    if local_ops._tracing() or not torch.is_grad_enabled():
+        return _cosine(x, dilation)
+    return _NeighbourCosine.apply(x, dilation)
+
+
+def _cosine(x: Tensor, d: int, unit: Tensor | None = None) -> Tensor:
+    h, w = x.shape[-2:]
+    unit = _unit(x)[0] if unit is None else unit
+    padded = F.pad(unit, (d, d, d, d))
+    return torch.stack([(unit * padded[..., d + dy:d + dy + h, d + dx:d + dx + w]).sum(1)
+                        for dy, dx in _windows(d)], 1)
+
+
+def conv_to_phases(x: Tensor, weight: Tensor, bias: Tensor | None, scale: int,
+                   padded: Tensor | None = None) -> Tensor:
+    """``to_phases(conv2d(x, weight, bias, padding=k // 2), s)`` for ``x`` (N, C, s*h, s*w):
+    (N, O, s*s, h, w). Each sub-pixel phase is one convolution with stride s from its own
+    corner of the padded input: the same products, no shuffle of the (wider) output.
+    ``padded``: ``x`` zero-padded by k // 2 already (``x`` may then be a view into it)."""
+    r = weight.shape[-1] // 2
+    if scale == 1 and padded is None:
+        return F.conv2d(x, weight, bias, padding=r).unsqueeze(2)
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    padded = F.pad(x, (r, r, r, r)) if padded is None else padded
+    return torch.stack([F.conv2d(padded[..., i:, j:], weight, bias, stride=scale)[..., :h, :w]
+                        for i in range(scale) for j in range(scale)], 2)
+
+
+def sharpen(guide: Tensor, compress: nn.Conv2d, conv: nn.Conv2d, k: int,
+            prior: Tensor) -> tuple[Tensor, Tensor]:
+    """The guide's compressed feature ``fine = compress(guide)``, its high-pass logits
+    ``high = conv(fine)`` and the sharpened feature
+    ``2 fine - reassemble(fine, neighbour_softmax(high, k, 1, prior), k, 1)``: (high, sharp).
+
+    Hand-written backward pass (`_Sharpen`): it keeps the guide (kept by the encoder anyway)
+    and recomputes the two convolutions and the softmax, instead of keeping ``fine`` and
+    the kernels."""
+    if local_ops._tracing() or not torch.is_grad_enabled():
+        fine = compress(guide)
+        high = conv(fine)
+        return high, 2 * fine - reassemble(fine, neighbour_softmax(high, k, 1, prior), k, 1)
+    return _Sharpen.apply(guide, compress.weight, compress.bias, conv.weight, conv.bias, prior, k)
+
+
+def _autocast_state(device: torch.device) -> tuple:
+    kind = device.type
+    return kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)
+
+
+def _autocast(state: tuple):
+    """The autocast state of a forward pass, for its recomputation in the backward pass."""
+    kind, enabled, dtype = state
+    return torch.autocast(kind, dtype=dtype, enabled=enabled)
+
+
+def _mask_bias(h: int, w: int, prior: Tensor, k: int, like: Tensor) -> Tensor:
+    return local_ops._bias(local_ops.inside(h, w, k, like.device), prior, like)
+
+
+def _softmax_backward_(dw: Tensor, w: Tensor) -> Tensor:
+    """The softmax's backward over dim 1, in place on ``dw``: w * (dw - sum_k w dw)."""
+    return dw.sub_((dw * w).sum(1, keepdim=True)).mul_(w)
+
+
+class _Sharpen(torch.autograd.Function):
+    @staticmethod
+    def _convs(guide, cw, cb, weight, bias):
+        fine = F.conv2d(guide, cw, cb)
+        return fine, F.conv2d(fine, weight, bias, padding=weight.shape[-1] // 2)
+
+    @staticmethod
+    def forward(ctx, guide, cw, cb, weight, bias, prior, k):
+        fine, high = _Sharpen._convs(guide, cw, cb, weight, bias)
+        kernels = (high.unsqueeze(2) + _mask_bias(*fine.shape[-2:], prior, k, high)).softmax(1)
+        sharp = local_ops._reassemble(fine.contiguous(), kernels.to(fine.dtype), k).squeeze(2)
+        ctx.save_for_backward(guide, cw, cb, weight, bias, prior)
+        ctx.k, ctx.amp = k, _autocast_state(guide.device)
+        return high, sharp.mul_(-1).add_(fine, alpha=2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_high, d_sharp):
+        *saved, prior = ctx.saved_tensors
+        k = ctx.k
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, ctx.needs_input_grad[:5])]
+        with torch.enable_grad(), _autocast(ctx.amp):
+            fine, high = _Sharpen._convs(*inputs)
+        d_fine = None
+        if d_sharp is not None:
+            with torch.no_grad(), _autocast(ctx.amp):
+                kernels = (high.unsqueeze(2) + _mask_bias(*fine.shape[-2:], prior, k, high)).softmax(1)
+            with torch.no_grad():
+                values = fine.detach().contiguous()
+                kernels = kernels.to(values.dtype)
+                d_r = d_sharp.to(values.dtype).neg().unsqueeze(2).contiguous()  # d reassemble = -d sharp
+                d_fine = local_ops._spread(d_r, kernels, k).add_(d_sharp, alpha=2)
+                d_logits = _softmax_backward_(local_ops._correlate(d_r, values, k), kernels).squeeze(2)
+                d_logits = d_logits.to(high.dtype)
+                d_high = d_logits if d_high is None else d_logits.add_(d_high)
+        pairs = [(o, g) for o, g in ((high, d_high), (fine, d_fine)) if g is not None]
+        wanted = [t for t in inputs if t.requires_grad]
+        if not pairs or not wanted:
+            return (None,) * 7
+        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                         allow_unused=True))
+        return tuple(next(found) if t.requires_grad else None for t in inputs) + (None, None)
+
+
+def first_lowpass(fine: Tensor, coarse: Tensor, conv: nn.Conv2d, k: int, scale: int,
+                  prior: Tensor) -> tuple[Tensor, Tensor]:
+    """The guide's low-pass logits ``low = to_phases(conv(fine), s)`` (N, k*k, s*s, h, w) and
+    the coarse feature's, ``conv(coarse)``, reassembled by ``neighbour_softmax(low, k, prior)``.
+
+    Hand-written backward pass (`_FirstLowpass`): it keeps ``fine`` and ``coarse`` (kept by
+    other steps anyway) and recomputes the two convolutions and the softmax, instead of
+    keeping the k*k-channel kernels at the fine resolution and the coarse logits."""
+    if local_ops._tracing() or not torch.is_grad_enabled():
+        low = conv_to_phases(fine, conv.weight, conv.bias, scale)
+        return low, local_ops.softmax_reassemble(low, conv(coarse), k, prior)[1]
+    return _FirstLowpass.apply(fine, coarse, conv.weight, conv.bias, prior, k, scale)
+
+
+class _FirstLowpass(torch.autograd.Function):
+    @staticmethod
+    def _logits(fine, coarse, weight, bias, scale):
+        return (conv_to_phases(fine, weight, bias, scale),
+                F.conv2d(coarse, weight, bias, padding=weight.shape[-1] // 2))
+
+    @staticmethod
+    def _mask_bias(coarse, prior, k, like):
+        h, w = coarse.shape[-2:]
+        return local_ops._bias(local_ops.inside(h, w, k, coarse.device), prior, like)
+
+    @staticmethod
+    def forward(ctx, fine, coarse, weight, bias, prior, k, scale):
+        low, values = _FirstLowpass._logits(fine, coarse, weight, bias, scale)
+        first = (low + _FirstLowpass._mask_bias(coarse, prior, k, low)).softmax(1)
+        ctx.save_for_backward(fine, coarse, weight, bias, prior)
+        ctx.k, ctx.scale, ctx.amp = k, scale, _autocast_state(fine.device)
+        return low, local_ops._reassemble(values.contiguous(), first.to(values.dtype), k)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_low, d_out):
+        fine, coarse, weight, bias, prior = ctx.saved_tensors
+        k = ctx.k
+        inputs = [t.detach().requires_grad_(need) for t, need in
+                  zip((fine, coarse, weight, bias), ctx.needs_input_grad[:4])]
+        with torch.enable_grad(), _autocast(ctx.amp):
+            low, values = _FirstLowpass._logits(*inputs, ctx.scale)
+        outputs, grads = [low], [d_low]
+        if d_out is not None:
+            with torch.no_grad(), _autocast(ctx.amp):
+                first = (low + _FirstLowpass._mask_bias(coarse, prior, k, low)).softmax(1)
+            with torch.no_grad():
+                first = first.to(values.dtype)
+                d_out = d_out.to(values.dtype).contiguous()
+                dv = local_ops._spread(d_out, first, k)
+                dw = local_ops._correlate(d_out, values.detach().contiguous(), k)
+                d_logits = _softmax_backward_(dw, first).to(low.dtype)
+                if d_low is not None:
+                    d_logits.add_(d_low)
+            outputs, grads = [low, values], [d_logits, dv]
+        outputs, grads = zip(*[(o, g) for o, g in zip(outputs, grads) if g is not None])
+        wanted = [t for t in inputs if t.requires_grad]
+        found = iter(torch.autograd.grad(outputs, wanted, grads, allow_unused=True))
+        return tuple(next(found) if t.requires_grad else None for t in inputs) + (None, None, None)
+
+
+def _windows(d: int):
+    """The 8 neighbour offsets (dy, dx) at dilation d, row-major, centre left out."""
+    return [((i - 1) * d, (j - 1) * d) for i in range(3) for j in range(3) if (i, j) != (1, 1)]
+
+
+def _unit(x: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """``F.normalize(x, dim=1, eps=eps)`` and its denominator ``max(|x|, eps)``."""
+    denom = x.square().sum(1, keepdim=True).sqrt().clamp_min(eps)
+    return x / denom, denom
+
+
+class _NeighbourCosine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, d):
+        unit, denom = _unit(x)
+        ctx.save_for_backward(x, denom)
+        ctx.d = d
+        return _cosine(x, d, unit)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, denom = ctx.saved_tensors
+        d = ctx.d
+        h, w = x.shape[-2:]
+        unit = x / denom
+        padded = F.pad(unit, (d, d, d, d))
+        gpad = F.pad(grad, (d, d, d, d))
+        offsets = _windows(d)
+        d_unit = torch.zeros_like(unit)
+        for m, (dy, dx) in enumerate(offsets):
+            # sims_m(q) = <u(q), u(q + d_m)>: u(q + d_m) meets g_m(q), and g_m'(q + d_m) with m'
+            # the opposite neighbour (q + d_m sees q as its neighbour m')
+            opposite = 7 - m
+            weight = grad[:, m] + gpad[:, opposite, d + dy:d + dy + h, d + dx:d + dx + w]
+            d_unit.addcmul_(padded[..., d + dy:d + dy + h, d + dx:d + dx + w], weight.unsqueeze(1))
+        # through u = x / max(|x|, eps): project out the radial part where |x| > eps
+        radial = (unit * d_unit).sum(1, keepdim=True) * (denom > 1e-8)
+        return (d_unit - unit * radial) / denom, None
+
+
+class OffsetGenerator(nn.Module):
+    """FreqFusion's offset generator (the authors' ``LocalSimGuidedSampler``, "lp" style):
+    per sub-pixel position and group, an offset in source pixels,
+    ``(off(L) + unshuffle(off_hr(H))) * sigmoid(scl(L) + unshuffle(scl_hr(H))) + init``,
+    L and H the normalised coarse and fine features with their neighbour similarities."""
+
+    def __init__(self, channels: int, scale: int, groups: int = 4, kernel: int = 3):
+        super().__init__()
+        self.scale, self.groups = scale, groups
+        feats = channels + 8
+        self.norm_lr, self.norm_hr = nn.GroupNorm(channels // 8, channels), nn.GroupNorm(channels // 8, channels)
+        # offsets and direct scales in one convolution per resolution (2g*s*s + 2g*s*s, 2g + 2g)
+        self.low = nn.Conv2d(feats, 4 * groups * scale ** 2, kernel, padding=kernel // 2)
+        self.high = nn.Conv2d(feats, 4 * groups, kernel, padding=kernel // 2)
+        for conv, n_off in ((self.low, 2 * groups * scale ** 2), (self.high, 2 * groups)):
+            nn.init.normal_(conv.weight[:n_off], std=0.001)
+            nn.init.zeros_(conv.weight[n_off:])  # the direct scale starts at sigmoid(0) = 1/2
+            nn.init.zeros_(conv.bias)
+        # sub-pixel position of each output relative to its source pixel centre; (xy, group, phase)
+        h = (torch.arange(scale) - (scale - 1) / 2) / scale
+        pos = torch.stack([h.repeat(scale), h.repeat_interleave(scale)])  # phase i*s+j: (h[j], h[i])
+        self.register_buffer("init_pos", pos.repeat(1, groups).reshape(1, -1, 1, 1), persistent=False)
+
+    @staticmethod
+    def _conv(conv: nn.Conv2d, feature: Tensor, scale: int) -> Tensor:
+        """``to_phases(conv(cat([feature, neighbour_cosine(feature)])), scale)`` as two
+        convolutions, so the backward pass keeps ``feature`` once (the similarities' pass
+        keeps it too), not the concatenation; (N, O, s*s, h, w)."""
+        c, r = feature.shape[1], conv.padding[0]
+        h, w = feature.shape[-2:]
+        # one padded copy, which the convolution and the similarities' backward pass share
+        padded = F.pad(feature, (r, r, r, r))
+        feature = padded[..., r:r + h, r:r + w]
+        return (conv_to_phases(feature, conv.weight[:, :c], None, scale, padded)
+                + conv_to_phases(neighbour_cosine(feature), conv.weight[:, c:], conv.bias, scale))
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        """(N, 2*g*s*s, h, w) offsets: channel (xy, group, phase), in source pixels."""
+        s = self.scale
+        fine, coarse = self.norm_hr(fine), self.norm_lr(coarse)
+        low = self._conv(self.low, coarse, 1).flatten(1, 2)
+        high = self._conv(self.high, fine, s).flatten(1, 2)  # pixel_unshuffle's (channel, phase)
+        n, _, h, w = low.shape
+        g2 = 2 * self.groups
+        # unshuffled channel (xy, group, phase) = (c, phase) with c = xy * g + group, as `low`'s
+        off_l, scl_l = low[:, :g2 * s * s], low[:, g2 * s * s:]
+        off_h, scl_h = high[:, :g2 * s * s], high[:, g2 * s * s:]
+        return (off_l + off_h) * torch.sigmoid(scl_l + scl_h) + self.init_pos
+
+
+def resample(feature: Tensor, offset: Tensor, groups: int, s: int) -> Tensor:
+    """Bilinear samples of ``feature`` (N, C, s*h, s*w) at the source-pixel positions plus
+    ``offset`` (N, 2*g*s*s, h, w), per channel group (grid_sample, border padding, fp32)."""
+    n, _, h, w = offset.shape
+    c = feature.shape[1]
+    dev = feature.device
+    with torch.autocast(dev.type, enabled=False):
+        ys = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
+        xs = torch.arange(w, device=dev, dtype=torch.float32) + 0.5
+        base = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
+        norm = torch.tensor([w, h], device=dev, dtype=torch.float32).view(1, 2, 1, 1, 1)
+        coords = 2 * (base.view(1, 2, 1, h, w) + offset.float().view(n, 2, groups * s * s, h, w)) / norm - 1
+        # channel (xy, group, i*s + j) at (y, x) -> grid[(n, group), s*y + i, s*x + j, xy]: one copy
+        grid = coords.view(n, 2, groups, s, s, h, w).permute(0, 2, 5, 3, 6, 4, 1).reshape(n * groups, s * h, s * w, 2)
+        out = F.grid_sample(feature.float().reshape(n * groups, c // groups, s * h, s * w), grid, mode="bilinear",
+                            padding_mode="border", align_corners=False)
+    return out.to(feature.dtype).view(n, c, s * h, s * w)

@@ -1,0 +1,1 @@
+"""Helpers every layer shares: did-you-mean for unknown names, crash-safe file writes."""

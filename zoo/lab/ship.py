@@ -1,0 +1,241 @@
+"""Shipping a trained run as a zoo entry inside the package.
+
+    ship("runs/unet_resnet10t_camvid", "unet_resnet10t_camvid", recipe_file="recipes/unet_resnet10t_camvid.yaml")
+
+writes `zoo/weights/<entry>.safetensors` (the best checkpoint, floating tensors as fp16:
+half the bytes, loaded back as fp32), its row of `zoo/weights/index.json` (what
+`zoo.hub.load` registers at import), the run's confusion matrix and val predictions under
+`docs/entries/<entry>/`, and regenerates MODEL_CARD.md's entries section. Budget: 30 MB
+per weights file, 64 MB for all of them; an entry is replaced only when its val mIoU
+improves by at least 0.02 (`force=True` overrides), so the history holds few retrains.
+Nothing written carries a local absolute path: the recipe's paths become placeholders.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from pathlib import Path
+
+from zoo.common.fileio import atomic_write_json
+from zoo.common.machine import describe
+from zoo.hub import entries
+from zoo.hub import load as hub
+from zoo.hub.formats import CALIBRATED_PICTURES, load_meta, resolve_run, weights_sha256
+from zoo.lab import card as card_mod
+from zoo.models.profile import count_flops, count_params
+
+MAX_FILE_BYTES = 30_000_000
+MAX_TOTAL_BYTES = 64_000_000
+MIN_GAIN = 0.02
+INDEX_FORMAT = "segzoo-index/1"
+REPO = Path(__file__).resolve().parents[2]
+COST_SIZE = (360, 480)
+NUM_PREDICTIONS = 2
+LATENCY_S = 1.0  # seconds of timed runs behind the median latency
+
+
+class ShipError(ValueError):
+    """A run that may not be shipped (over budget, no better than the shipped entry, ...)."""
+
+
+def placeholders(obj, key: str = ""):
+    """`obj` with every absolute path string replaced by `<key.path>` (e.g. `<data.root>`)."""
+    if isinstance(obj, dict):
+        return {k: placeholders(v, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [placeholders(v, key) for v in obj]
+    if isinstance(obj, str) and (os.path.isabs(obj) or obj.startswith("~")):
+        return f"<{key}>"
+    return obj
+
+
+def machine() -> str:
+    """The CPU (model and cores), any GPU, and the torch version (`zoo.common.machine`)."""
+    return describe()
+
+
+def measure(model, size=COST_SIZE, threads: int = 1, min_run_time: float = 1.0) -> tuple[dict, dict]:
+    """(cost, speed): parameters and GFLOPs at `size`; median CPU latency of one image."""
+    import torch
+    from torch.utils import benchmark
+
+    model = model.eval()
+    cost = {"params": count_params(model), "gflops": round(count_flops(model, tuple(size)) / 1e9, 3),
+            "size": list(size)}
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+        median = timer.blocked_autorange(min_run_time=min_run_time).median
+    speed = {"latency_ms": round(1000 * median, 2), "device": describe(gpu=False).split(";")[0],
+             "threads": threads, "batch": 1, "size": list(size)}
+    return cost, speed
+
+
+def read_shipped(weights_dir: Path) -> dict[str, hub.Entry]:
+    index = Path(weights_dir) / "index.json"
+    return hub.read_index(index) if index.is_file() else {}
+
+
+def write_index(weights_dir: Path, entries: dict[str, hub.Entry]) -> None:
+    rows = []
+    for name in sorted(entries):
+        row = entries[name].to_dict()
+        row["url"] = f"{name}.safetensors"  # relative: the index travels with the package
+        rows.append(row)
+    atomic_write_json(Path(weights_dir) / "index.json", {"format": INDEX_FORMAT, "entries": rows})
+
+
+def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[dict, dict, list | None]:
+    """(metrics, eval protocol, logit bias): an evaluation file of this very checkpoint's
+    weights, by their sha256 (with the logit bias it was measured with, from `segzoo eval
+    --calibration`), else the checkpoint's own val metrics."""
+    bias = None
+    if eval_file is None:
+        metrics, protocol = dict(meta.get("metrics") or {}), dict(meta.get("eval_protocol") or {})
+        where = f"{ckpt}/meta.json"
+    else:
+        result = json.loads(Path(eval_file).read_text())
+        _check_scored(Path(eval_file), result, ckpt)
+        metrics = {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou", "split")
+                   if k in result}
+        protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
+        bias = result.get("logit_bias")
+        bias = None if bias is None else [float(b) for b in bias]
+    missing = [k for k in ("mIoU", "pixel_acc", "per_class_iou") if k not in metrics]
+    if missing:
+        raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
+    return metrics, protocol, bias
+
+
+def _check_scored(eval_file: Path, result: dict, ckpt: Path) -> None:
+    """The evaluation must have scored these very weights: a folder name (`iter_000400`)
+    is shared by runs stopped at the same iteration, and by a run retrained in place."""
+    scored, named = result.get("weights_sha256"), Path(str(result.get("checkpoint", ""))).name or "(unnamed)"
+    if not scored:
+        raise ShipError(f"{eval_file}: records no weights_sha256 of the weights it scored (checkpoint "
+                        f"{named!r}); evaluate {ckpt} again with `segzoo eval`")
+    if scored != weights_sha256(ckpt):
+        raise ShipError(f"{eval_file}: scored other weights (checkpoint {named!r}, sha256 {scored[:12]}...) "
+                        f"than the ones published, {ckpt}; evaluate those with `segzoo eval`")
+    backend = result.get("backend") or {"backend": "torch", "precision": "fp32"}
+    if (backend.get("backend"), backend.get("precision")) != ("torch", "fp32"):  # numbers of another model
+        raise ShipError(f"{eval_file}: scored the weights through {backend.get('backend')} "
+                        f"{backend.get('precision')}, not as published (torch fp32); evaluate {ckpt} "
+                        "with `segzoo eval` and its default --backend")
+
+
+def _check_gain(name: str, old: hub.Entry | None, miou: float, force: bool) -> None:
+    if old is None or force:
+        return
+    before = old.metrics.get("mIoU", 0.0)
+    if miou < before + MIN_GAIN:
+        raise ShipError(f"{name}: val mIoU {miou:.4f} does not improve on the shipped {before:.4f} "
+                        f"by at least {MIN_GAIN} (needs >= {before + MIN_GAIN:.4f}); the shipped "
+                        "weights stay (--force replaces them anyway)")
+
+
+def write_fp16(src: Path, dst: Path) -> None:
+    """The checkpoint's weights with floating tensors as fp16; refuses values fp16 cannot hold."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(src))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in half.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ShipError(f"{src}: {bad[0]} does not fit in fp16 (values beyond +-65504)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(dst), metadata={"format": hub.PUBLISHED_FORMAT, "dtype": "float16"})
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two safetensors files hold equal tensors and metadata. Their bytes may
+    still differ: safetensors writes the metadata's keys in no fixed order."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        if fa.metadata() != fb.metadata():
+            return False
+    ta, tb = load_file(str(a)), load_file(str(b))
+    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def check_budget(weights_dir: Path, name: str, new_file: Path) -> None:
+    """30 MB per file, 64 MB in all (the other shipped files plus `new_file`)."""
+    size = new_file.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ShipError(f"{name}: {size / 1e6:.1f} MB of fp16 weights, over the {MAX_FILE_BYTES / 1e6:.0f} MB "
+                        "per-file budget; ship a smaller model")
+    others = sum(p.stat().st_size for p in Path(weights_dir).glob("*.safetensors")
+                 if p.name != f"{name}.safetensors")
+    if others + size > MAX_TOTAL_BYTES:
+        raise ShipError(f"{name}: the shipped weights would total {(others + size) / 1e6:.1f} MB, over the "
+                        f"{MAX_TOTAL_BYTES / 1e6:.0f} MB budget")
+
+
+def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path, calibrated: bool = False) -> list[str]:
+    pictures = Path(run_dir) / (CALIBRATED_PICTURES if calibrated else "pictures")
+    chosen = sorted(p for p in pictures.glob("*.png") if p.name != "confusion.png")[:NUM_PREDICTIONS]
+    if (pictures / "confusion.png").is_file():
+        chosen.insert(0, pictures / "confusion.png")
+    out = Path(docs_dir) / name
+    if out.is_dir():
+        shutil.rmtree(out)
+    written = []
+    for src in chosen:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / src.name)
+        written.append(os.path.relpath(out / src.name, root))
+    return written
+
+
+def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval_file=None,
+         recipe_file: str = "", command: str = "", machine_name: str = "", force: bool = False,
+         pointer: str = "best", latency_s: float | None = None) -> dict:
+    """Ship the run's `pointer` checkpoint as entry `name` (see the module docstring).
+    Returns a short summary; raises ShipError when the entry may not be (re)placed."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
+    card = Path(card) if card else REPO / "MODEL_CARD.md"
+    docs_dir = Path(docs_dir) if docs_dir else card.parent / "docs" / "entries"
+    hub.check_entry_name(name, f"--ship {name}")
+    ckpt = resolve_run(run_dir, pointer)
+    meta = load_meta(ckpt)
+    metrics, protocol, bias = evaluated_metrics(ckpt, meta, Path(eval_file) if eval_file else None)
+    shipped = read_shipped(weights_dir)
+    _check_gain(name, shipped.get(name), float(metrics["mIoU"]), force)
+
+    tmp = weights_dir / f".{name}.safetensors.tmp"
+    try:
+        write_fp16(ckpt / hub.WEIGHTS, tmp)
+        check_budget(weights_dir, name, tmp)
+        model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
+        if bias is not None:  # the evaluation shipped was measured with it (segzoo calibrate)
+            model_kwargs["logit_bias"] = bias
+        model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
+        cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
+        final = weights_dir / f"{name}.safetensors"
+        if not (final.is_file() and same_weights(final, tmp)):
+            os.replace(tmp, final)  # else the shipped file stays, byte for byte (a re-ship with a new bias)
+    finally:
+        tmp.unlink(missing_ok=True)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else None
+    date = datetime.datetime.fromtimestamp((ckpt / "meta.json").stat().st_mtime, datetime.timezone.utc)
+    entry = hub.Entry(
+        name=name, model=model_kwargs, url=str(final), sha256=hub.sha256_of(final),
+        classes=list(meta["classes"]), palette=meta.get("palette", []), mean=meta["mean"], std=meta["std"],
+        eval_protocol=protocol, metrics=metrics, dataset=meta.get("dataset", ""),
+        recipe=placeholders(recipe), speed=speed, cost=cost, recipe_file=recipe_file,
+        command=command or (f"python tools/train.py {recipe_file}" if recipe_file else ""),
+        machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"),
+        pictures=_pictures(run_dir, name, docs_dir, card.parent, calibrated=bias is not None))
+    write_index(weights_dir, {**shipped, name: entry})
+    card_mod.update_card(card, read_shipped(weights_dir))
+    return {"entry": name, "mIoU": metrics["mIoU"], "pixel_acc": metrics["pixel_acc"],
+            "replaced": shipped[name].metrics.get("mIoU") if name in shipped else None,
+            "weights": final, "megabytes": final.stat().st_size / 1e6, "sha256": entry.sha256,
+            "card": card, "pictures": len(entry.pictures)}
