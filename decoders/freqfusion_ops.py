@@ -80,15 +80,6 @@ def _autocast(state: tuple):
     return torch.autocast(kind, dtype=dtype, enabled=enabled)
 
 
-def _mask_bias(h: int, w: int, prior: Tensor, k: int, like: Tensor) -> Tensor:
-    return local_ops._bias(local_ops.inside(h, w, k, like.device), prior, like)
-
-
-def _softmax_backward_(dw: Tensor, w: Tensor) -> Tensor:
-    """The softmax's backward over dim 1, in place on ``dw``: w * (dw - sum_k w dw)."""
-    return dw.sub_((dw * w).sum(1, keepdim=True)).mul_(w)
-
-
 class _Sharpen(torch.autograd.Function):
     @staticmethod
     def _convs(guide, cw, cb, weight, bias):
@@ -98,7 +89,7 @@ class _Sharpen(torch.autograd.Function):
     @staticmethod
     def forward(ctx, guide, cw, cb, weight, bias, prior, k):
         fine, high = _Sharpen._convs(guide, cw, cb, weight, bias)
-        kernels = (high.unsqueeze(2) + _mask_bias(*fine.shape[-2:], prior, k, high)).softmax(1)
+        kernels = (high.unsqueeze(2) + local_ops.neighbour_bias(*fine.shape[-2:], k, prior, high)).softmax(1)
         sharp = local_ops._reassemble(fine.contiguous(), kernels.to(fine.dtype), k).squeeze(2)
         ctx.save_for_backward(guide, cw, cb, weight, bias, prior)
         ctx.k, ctx.amp = k, _autocast_state(guide.device)
@@ -115,13 +106,13 @@ class _Sharpen(torch.autograd.Function):
         d_fine = None
         if d_sharp is not None:
             with torch.no_grad(), _autocast(ctx.amp):
-                kernels = (high.unsqueeze(2) + _mask_bias(*fine.shape[-2:], prior, k, high)).softmax(1)
+                kernels = (high.unsqueeze(2) + local_ops.neighbour_bias(*fine.shape[-2:], k, prior, high)).softmax(1)
             with torch.no_grad():
                 values = fine.detach().contiguous()
                 kernels = kernels.to(values.dtype)
                 d_r = d_sharp.to(values.dtype).neg().unsqueeze(2).contiguous()  # d reassemble = -d sharp
                 d_fine = local_ops._spread(d_r, kernels, k).add_(d_sharp, alpha=2)
-                d_logits = _softmax_backward_(local_ops._correlate(d_r, values, k), kernels).squeeze(2)
+                d_logits = local_ops.softmax_backward_(local_ops._correlate(d_r, values, k), kernels).squeeze(2)
                 d_logits = d_logits.to(high.dtype)
                 d_high = d_logits if d_high is None else d_logits.add_(d_high)
         pairs = [(o, g) for o, g in ((high, d_high), (fine, d_fine)) if g is not None]
@@ -154,14 +145,9 @@ class _FirstLowpass(torch.autograd.Function):
                 F.conv2d(coarse, weight, bias, padding=weight.shape[-1] // 2))
 
     @staticmethod
-    def _mask_bias(coarse, prior, k, like):
-        h, w = coarse.shape[-2:]
-        return local_ops._bias(local_ops.inside(h, w, k, coarse.device), prior, like)
-
-    @staticmethod
     def forward(ctx, fine, coarse, weight, bias, prior, k, scale):
         low, values = _FirstLowpass._logits(fine, coarse, weight, bias, scale)
-        first = (low + _FirstLowpass._mask_bias(coarse, prior, k, low)).softmax(1)
+        first = (low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)).softmax(1)
         ctx.save_for_backward(fine, coarse, weight, bias, prior)
         ctx.k, ctx.scale, ctx.amp = k, scale, _autocast_state(fine.device)
         return low, local_ops._reassemble(values.contiguous(), first.to(values.dtype), k)
@@ -178,13 +164,13 @@ class _FirstLowpass(torch.autograd.Function):
         outputs, grads = [low], [d_low]
         if d_out is not None:
             with torch.no_grad(), _autocast(ctx.amp):
-                first = (low + _FirstLowpass._mask_bias(coarse, prior, k, low)).softmax(1)
+                first = (low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)).softmax(1)
             with torch.no_grad():
                 first = first.to(values.dtype)
                 d_out = d_out.to(values.dtype).contiguous()
                 dv = local_ops._spread(d_out, first, k)
                 dw = local_ops._correlate(d_out, values.detach().contiguous(), k)
-                d_logits = _softmax_backward_(dw, first).to(low.dtype)
+                d_logits = local_ops.softmax_backward_(dw, first).to(low.dtype)
                 if d_low is not None:
                     d_logits.add_(d_low)
             outputs, grads = [low, values], [d_logits, dv]

@@ -63,7 +63,7 @@ def neighbour_softmax(logits: Tensor, kernel_size: int, prior: Tensor | None = N
     first. Both go in as one additive bias (the prior inside the image, -inf outside):
     one pass over the logits, and a backward pass that is the softmax's alone."""
     h, w = logits.shape[-2:]
-    return (logits + _bias(inside(h, w, kernel_size, logits.device), prior, logits)).softmax(1)
+    return (logits + neighbour_bias(h, w, kernel_size, prior, logits)).softmax(1)
 
 
 def _tracing() -> bool:
@@ -90,17 +90,28 @@ def softmax_reassemble(logits: Tensor, values: Tensor, kernel_size: int,
         weights = neighbour_softmax(logits, kernel_size, prior)
         return weights, reassemble(values, weights, kernel_size)
     h, w = logits.shape[-2:]
-    bias = _bias(inside(h, w, kernel_size, logits.device), prior, logits)
+    bias = neighbour_bias(h, w, kernel_size, prior, logits)
     return _SoftmaxReassemble.apply(logits, bias, values.contiguous(), kernel_size)
 
 
-def _bias(mask: Tensor, prior: Tensor | None, like: Tensor) -> Tensor:
-    """(1, k*k, 1, h, w): ``prior`` (or 0) where the neighbour is in the image, -inf outside."""
+def neighbour_bias(h: int, w: int, kernel_size: int, prior: Tensor | None, like: Tensor) -> Tensor:
+    """(1, k*k, 1, h, w), added to kernel logits before their softmax: ``prior`` (or 0) where the
+    neighbour is in the image, -inf outside."""
+    mask = inside(h, w, kernel_size, like.device)
     if prior is None:
         bias = torch.zeros((), dtype=like.dtype, device=like.device)
     else:
         bias = prior.to(device=like.device, dtype=like.dtype).reshape(1, -1, 1, 1, 1)
     return torch.where(mask, bias, float("-inf"))
+
+
+def softmax_backward_(dw: Tensor, w: Tensor) -> Tensor:
+    """The backward of a softmax over dim 1, in place on ``dw``: w * (dw - sum_k w dw), the sum
+    accumulated one neighbour at a time (no (N, k*k, ...) product is allocated)."""
+    total = torch.mul(dw[:, :1], w[:, :1])
+    for i in range(1, w.shape[1]):
+        total.addcmul_(dw[:, i:i + 1], w[:, i:i + 1])
+    return dw.sub_(total).mul_(w)
 
 
 def correlate(queries: Tensor, values: Tensor, kernel_size: int) -> Tensor:
@@ -230,8 +241,4 @@ class _SoftmaxReassemble(torch.autograd.Function):
             dw = d_weights.clone()
         if dw is None:
             return None, None, d_values, None
-        # the softmax's backward, in place: w * (dw - sum_k w dw)
-        total = torch.mul(dw[:, :1], weights[:, :1])
-        for i in range(1, weights.shape[1]):
-            total.addcmul_(dw[:, i:i + 1], weights[:, i:i + 1])
-        return dw.sub_(total).mul_(weights).to(ctx.dtype), None, d_values, None
+        return softmax_backward_(dw, weights).to(ctx.dtype), None, d_values, None
