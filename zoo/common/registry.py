@@ -14,11 +14,9 @@ in from inside or outside the package:
 Each kind also has a `register_<kind>` function doing the same with the kind's
 own keywords (`register_model(tiny=...)`, `register_dataset(family=...)`).
 
-A registry is complete on first use when the package holding it imports its
+A registry is complete on first use because the package holding it imports its
 built-in modules (zoo.models, decoders and zoo.data do, and Python runs a package's
-`__init__` before any of its modules). A registry whose built-ins live elsewhere
-names a `builtins` callable that imports them; it runs before the first lookup.
-`check` validates every object registered (an upsampler must be an `Upsampler`).
+`__init__` before any of its modules). `check` validates every object registered (an upsampler must be an `Upsampler`).
 
 Iteration (`list(REG)`, `keys`, `values`, `items`) follows registration order;
 `names()` is sorted. The mapping methods (`[]`, `get(name, default)`, `pop`,
@@ -37,13 +35,10 @@ _MISSING: Any = object()
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, builtins: Callable[[], Any] | None = None, hint: str = "",
-                 check: Callable[[str, T], None] | None = None):
+    def __init__(self, kind: str, *, hint: str = "", check: Callable[[str, T], None] | None = None):
         self.kind = kind            # "model", "upsampler", ...: the word errors use
         self.hint = hint            # where the full list is, for error messages
-        self._builtins = builtins
         self._check = check
-        self._loaded = builtins is None
         self._items: dict[str, T] = {}
         self._info: dict[str, dict] = {}
 
@@ -70,15 +65,9 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
         self._info.pop(name, None)
 
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            self._builtins()
-
     def get(self, name: str, default: Any = _MISSING) -> T:
         """The object registered as `name`; an unknown name is a ValueError naming the close
         ones (or `default`, when given, as dict.get)."""
-        self._load()
         if name in self._items:
             return self._items[name]
         if default is not _MISSING:
@@ -88,7 +77,6 @@ class Registry(Generic[T]):
     def unknown(self, name, extra: Iterable[str] = (), listing: str | None = None) -> str:
         """The message for an unknown `name`: close matches among the registered and `extra`
         names, then `listing` (default: the registry's `hint` in parentheses, else the names)."""
-        self._load()
         names = [*self._items, *extra]
         hint = did_you_mean(name, names, n=4)
         if listing is not None:
@@ -104,19 +92,15 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
-        self._load()
         return sorted(self._items)
 
     def keys(self) -> list[str]:
-        self._load()
         return list(self._items)
 
     def values(self) -> list[T]:
-        self._load()
         return list(self._items.values())
 
     def items(self) -> list[tuple[str, T]]:
-        self._load()
         return list(self._items.items())
 
     def pop(self, name: str, default: Any = _MISSING) -> T:
@@ -130,7 +114,6 @@ class Registry(Generic[T]):
         return obj
 
     def __getitem__(self, name: str) -> T:
-        self._load()
         if name not in self._items:
             raise KeyError(self.unknown(name))
         return self._items[name]
@@ -142,14 +125,12 @@ class Registry(Generic[T]):
         self.pop(name)
 
     def __contains__(self, name) -> bool:
-        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        self._load()
         return len(self._items)
 
     def __repr__(self) -> str:
