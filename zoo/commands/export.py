@@ -52,7 +52,7 @@ def export_one(args) -> dict:
     model = src.model
     arch = model.config["name"]
     name = arch if args.model == arch else Path(args.model).name
-    size = tuple(args.size or eval_input_size(args.model, src.meta) or (64, 64))
+    size = tuple(args.size or eval_input_size(args.model) or (64, 64))
     options = dict(check_size=args.check_size, odd_size=args.odd_size, atol=args.atol, name=name)
     reports = export_model(model, args.out, args.formats, size, dynamic=not args.static, **options)
     for fmt, report in reports.items():

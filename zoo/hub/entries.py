@@ -86,6 +86,30 @@ class Entry:
     def weights_url(self) -> str:
         return self.url if self.url.endswith(".safetensors") else f"{self.url.rstrip('/')}/{WEIGHTS}"
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(h, w) of the input the model sees under its evaluation protocol: the frame size
+        its cost was measured at (the dataset's frames) times its one eval scale; None for
+        several scales, a sliding window or an unrecorded frame size."""
+        frame = self.cost.get("size") or self.speed.get("size")
+        scales = list(self.eval_protocol.get("scales") or [1.0])
+        if not frame or len(scales) != 1 or self.eval_protocol.get("mode", "whole") != "whole":
+            return None
+        return max(1, round(frame[0] * scales[0])), max(1, round(frame[1] * scales[0]))
+
+    def pretrained_cfg(self) -> dict:
+        """What the weights expect of an input, as timm's `pretrained_cfg` says it: `input_size`
+        (3, h, w) the model was scored at (None where the protocol feeds several sizes),
+        `frame_size` (h, w) of the dataset's frames, the eval scales and flip, mean, std,
+        classes. `zoo.predict(model, image)` applies all of it to an image of any size."""
+        size = self.input_size
+        protocol = self.eval_protocol
+        return {"input_size": (3, *size) if size else None,
+                "frame_size": tuple(self.cost.get("size") or self.speed.get("size") or ()) or None,
+                "eval_scales": tuple(protocol.get("scales") or [1.0]), "flip": bool(protocol.get("flip")),
+                "mean": tuple(self.mean), "std": tuple(self.std), "num_classes": self.num_classes,
+                "classes": tuple(self.classes)}
+
     def meta(self) -> dict:
         return {"name": self.name, "classes": list(self.classes), "palette": list(self.palette),
                 "mean": list(self.mean), "std": list(self.std),

@@ -47,9 +47,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
 from zoo.common.names import did_you_mean
@@ -109,12 +111,46 @@ def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     model = build_architecture(with_overrides(entry.model, kwargs))
     skipped = load_weights(model, entry_weights(entry), entry.name, skip_mismatched=True)
     model.meta = entry.meta()
+    model.pretrained_cfg = entry.pretrained_cfg()
+    if entry.input_size and not skipped:
+        warn_on_other_sizes(model, entry.name, entry.input_size)
     if skipped:
         model.meta["skipped"] = skipped
         if model.config.get("num_classes", entry.num_classes) != entry.num_classes:
             for key in ("classes", "palette", "metrics"):  # they describe the entry's classifier
                 model.meta.pop(key)
+            for key in ("classes", "num_classes"):
+                model.pretrained_cfg.pop(key)
     return model
+
+
+def warn_on_other_sizes(model: nn.Module, name: str, size: tuple[int, int]) -> None:
+    """Warn, once, when the model is evaluated on inputs of another size than its entry was
+    scored at (a full frame fed to an entry evaluated on halved frames scores lower than
+    its card says), naming the size to feed and what applies the protocol itself. Training
+    (crops of any size) and tracing are left alone."""
+    told = []
+
+    def check(module, args):
+        x = args[0] if args else None
+        if module.training or told or not isinstance(x, torch.Tensor) or _tracing():
+            return
+        if tuple(x.shape[-2:]) != tuple(size):
+            told.append(True)
+            frame = module.pretrained_cfg.get("frame_size")
+            how = f" (frames of {frame[0]}x{frame[1]} resized by {module.pretrained_cfg['eval_scales'][0]:g})" \
+                if frame and tuple(frame) != tuple(size) else ""
+            warnings.warn(f"{name} was scored on {size[0]}x{size[1]} inputs{how}; this "
+                          f"{x.shape[-2]}x{x.shape[-1]} input will not give its card's accuracy. Resize "
+                          "to model.pretrained_cfg['input_size'], or call zoo.predict(model, image), "
+                          "which applies the entry's evaluation protocol to an image of any size.",
+                          stacklevel=5)
+
+    model.register_forward_pre_hook(check)
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = None, **kwargs) -> nn.Module:

@@ -81,15 +81,11 @@ def deploy_info(meta: dict, recipe=None, config: dict | None = None, sha256: str
     }
 
 
-def eval_input_size(source, meta: dict) -> tuple[int, int] | None:
-    """The input an entry's model sees under its protocol (its frame size times its one
-    eval scale), where the entry records the frame size; None otherwise."""
+def eval_input_size(source) -> tuple[int, int] | None:
+    """The input an entry's model sees under its protocol (`Entry.input_size`); None for
+    any other source."""
     entry = ENTRIES.get(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else None
-    frame = entry and (entry.cost.get("size") or entry.speed.get("size"))
-    scales = list((meta.get("eval_protocol") or {}).get("scales") or [1.0])
-    if not frame or len(scales) != 1:
-        return None
-    return max(1, round(frame[0] * scales[0])), max(1, round(frame[1] * scales[0]))
+    return entry.input_size if entry else None
 
 
 def stamp(path: Path, info: dict) -> Path:

@@ -1,0 +1,73 @@
+"""An entry's model carries the input it was scored at, and says so when fed another."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.hub.entries import ENTRIES
+
+
+def test_every_shipped_entry_states_its_input_size_from_its_protocol():
+    for name, entry in ENTRIES.items():
+        frame, scale = entry.cost["size"], entry.eval_protocol["scales"][0]
+        assert entry.input_size == (round(frame[0] * scale), round(frame[1] * scale)), name
+    # the two protocols the shipped entries use: halved frames, and full frames
+    assert ENTRIES["pspnet_resnet10t_camvid"].input_size == (180, 240)
+    assert ENTRIES["unet_resnet10t_camvid"].input_size == (360, 480)
+
+
+def test_several_scales_or_a_sliding_window_have_no_single_input_size():
+    entry = ENTRIES["pspnet_resnet10t_camvid"]
+    multi = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "whole", "scales": [0.5, 1.0]}})
+    slide = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "slide", "scales": [1.0]}})
+    assert multi.input_size is None and slide.input_size is None
+    assert multi.pretrained_cfg()["input_size"] is None
+
+
+@pytest.fixture(scope="module")
+def pspnet():
+    return zoo.create("pspnet_resnet10t_camvid", pretrained=True).eval()
+
+
+def test_create_pretrained_carries_the_cfg(pspnet):
+    cfg = pspnet.pretrained_cfg
+    assert cfg["input_size"] == (3, 180, 240) and cfg["frame_size"] == (360, 480)
+    assert cfg["eval_scales"] == (0.5,) and cfg["num_classes"] == 11 and cfg["classes"][0] == "sky"
+    assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def _warnings(call):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            call()
+    return [str(w.message) for w in seen]
+
+
+def test_a_full_frame_is_told_once_what_to_feed(pspnet):
+    model = zoo.create("pspnet_resnet10t_camvid", pretrained=True).eval()
+    assert _warnings(lambda: model(torch.randn(1, 3, 180, 240))) == []
+    told = _warnings(lambda: [model(torch.randn(1, 3, 360, 480)) for _ in range(2)])
+    assert len(told) == 1
+    assert "pspnet_resnet10t_camvid was scored on 180x240 inputs (frames of 360x480 resized by 0.5)" in told[0]
+    assert "360x480 input" in told[0] and "zoo.predict(model, image)" in told[0]
+
+
+def test_training_and_predict_are_not_warned():
+    model = zoo.create("pspnet_resnet10t_camvid", pretrained=True)
+    model.train()
+    assert _warnings(lambda: model(torch.randn(2, 3, 176, 240))) == []
+    model.eval()
+    seen = _warnings(lambda: zoo.predict(model, np.zeros((360, 480, 3), np.uint8)))
+    assert seen == []
+
+
+def test_fresh_or_refitted_models_carry_no_size_check():
+    fresh = zoo.create("pspnet_resnet10t_camvid").eval()
+    assert not hasattr(fresh, "pretrained_cfg")
+    with pytest.warns(UserWarning, match="shapes differ"):
+        refit = zoo.create("pspnet_resnet10t_camvid", pretrained=True, num_classes=5).eval()
+    assert _warnings(lambda: refit(torch.randn(1, 3, 96, 128))) == []
+    assert "classes" not in refit.pretrained_cfg and refit.pretrained_cfg["input_size"] == (3, 180, 240)
