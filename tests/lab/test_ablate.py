@@ -311,3 +311,53 @@ def test_an_outside_measurement_registers_and_gets_a_column(tmp_path):
     finally:
         MEASUREMENTS.unregister("max_logit")
     assert _settings(ReportConfig()) == before
+
+
+def test_progress_line_gives_the_mean_cell_time_and_the_grids_eta():
+    from zoo.lab.ablate.grid import Progress
+    now = [0.0]
+    lines = []
+    progress = Progress(5, jobs=2, log=lines.append, clock=lambda: now[0])
+    first = progress.start()
+    now[0] = 600.0
+    progress.finished("unet-r-bilinear-s0", first)
+    # 4 cells left at 10 min each, two side by side: 20 min
+    assert lines[-1] == "[ablate] 1/5 cells done (unet-r-bilinear-s0); 10 min a cell, ETA 20 min with 2 side by side"
+    second = progress.start()
+    now[0] = 600.0 + 3 * 3600
+    progress.finished("unet-r-fade-s0", second, ok=False)
+    # mean (10 min + 3 h) = 1 h 35 min; 3 left, 2 side by side: 1.5 x 95 min
+    assert lines[-1] == ("[ablate] 2/5 cells tried (unet-r-fade-s0); 1 h 35 min a cell, "
+                         "ETA 2 h 22 min with 2 side by side")
+    now[0] += 3600
+    progress.finished("a", now[0] - 3600)
+    now[0] += 3600
+    progress.finished("b", now[0] - 3600)
+    now[0] += 3600
+    assert progress.finished("c", now[0] - 3600).endswith("ETA 0 min with 2 side by side")
+
+
+def test_only_trains_a_slice_of_the_grid(tmp_path, monkeypatch):
+    from zoo.lab.ablate import grid
+    trained = []
+
+    def fake_train(recipe, path, resume):
+        trained.append(path.name)
+        path.mkdir(parents=True)
+        (path / "eval.json").write_text("{}")
+
+    monkeypatch.setattr(grid, "train", fake_train)
+    ablation = load_ablation(QUICK, SHORT)
+    names = [c.name for c in ablation.cells]
+    logged = []
+    out = tmp_path / "out"
+    assert grid.train_cells(ablation, out, only=[names[1], "*-no_such-*"], log=logged.append) == []
+    assert trained == [names[1]]
+    assert f"[ablate] --only: 1 of the {len(names)} unfinished cells; the others wait" in logged
+    assert any(line.startswith("[ablate] 1/1 cells done") for line in logged)
+    # the rest of the grid later, in the same folders: the pilot's cell is not trained again
+    grid.train_cells(ablation, out, log=logged.append)
+    assert sorted(trained) == sorted(names) and f"skip {names[1]}: finished" in " ".join(logged)
+    with pytest.raises(AblationError, match=r"--only fcn\*: no cell of quickstart_upsamplers matches "
+                                            r"\(cells are named like unet-test_resnet-"):
+        grid.train_cells(ablation, out, only=["fcn*"])

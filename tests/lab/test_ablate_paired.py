@@ -221,6 +221,7 @@ def test_paired_cpu_grid_file():
         r = cell.recipe
         assert r.train.iters == 1500 and list(r.eval.scales) == [0.5] and r.eval.max_images is None
         assert r.data.train_transforms[0]["params"] == {"height": 180, "width": 240}
+        assert r.data.options == {"holdout": "drives"}  # scored on other stretches of road
     fcn = next(c for c in ablation.cells if c.arch == "fcn8s").recipe.model
     assert fcn["fc_channels"] == 64 and fcn.get("decoder_channels") is None
 

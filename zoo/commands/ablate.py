@@ -3,6 +3,7 @@
     segzoo ablate ablation_quickstart --out reports/quick      # a packaged ablation file by name
     segzoo ablate recipes/ablation_camvid.yaml --out reports/camvid_upsamplers --devices cuda:0,cuda:1
     segzoo ablate recipes/ablation_camvid_cpu.yaml --out reports/camvid_cpu --report-only
+    segzoo ablate recipes/ablation_camvid_paired_cpu.yaml --out reports/paired --only 'unet-*-s0'
 
 Each cell trains into <out>/runs/<arch>-<encoder>-<upsampler>-s<seed>/ (an
 ordinary run folder). Running the same command again skips finished cells and
@@ -30,6 +31,9 @@ def main(argv=None, prog=None):
     p.add_argument("--jobs", type=int, default=1, help="cells trained side by side (default 1)")
     p.add_argument("--devices", default=None,
                    help="comma-separated devices handed out to the jobs, e.g. cuda:0,cuda:1")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="train only the cells whose names match (shell pattern, repeatable), "
+                        "e.g. a pilot: --only 'unet-*-bilinear-s[01]'")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the run folders")
     p.add_argument("--measure-device", default="auto", help="device for latency and checkerboard")
     args = p.parse_args(argv)
@@ -40,7 +44,7 @@ def main(argv=None, prog=None):
     words = argv if argv is not None else sys.argv[1:]
     command = f"{prog or 'python tools/ablate.py'} " + " ".join(shlex.quote(a) for a in words)
     run(ablate, run(find_recipe, args.ablation), args.out, overrides=args.override, jobs=args.jobs,
-        devices=args.devices.split(",") if args.devices else None, report_only=args.report_only,
+        devices=args.devices.split(",") if args.devices else None, only=args.only, report_only=args.report_only,
         measure_device=args.measure_device, command=command)
 
 

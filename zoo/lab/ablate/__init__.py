@@ -23,16 +23,17 @@ from zoo.lab.ablate.measure import MEASUREMENTS, register_measurement
 from zoo.lab.ablate.report import write_report
 
 
-def ablate(ablation_file, out, *, overrides=(), jobs: int = 1, devices=None,
+def ablate(ablation_file, out, *, overrides=(), jobs: int = 1, devices=None, only=(),
            report_only: bool = False, measure_device: str = "auto", command: str | None = None,
            log=print) -> Path:
     """Train the grid's unfinished cells (unless `report_only`), measure every
     finished one and write the report into `out`; returns the Markdown path.
-    Failed or missing cells are left out of the report and named; the call
+    `only` (cell-name patterns) trains a slice of the grid; the report covers every
+    finished cell. Failed or missing cells are left out of the report and named; the call
     then raises once the report is written."""
     ablation = load_ablation(ablation_file, overrides)
     out = Path(out)
-    failed = [] if report_only else train_cells(ablation, out, jobs=jobs, devices=devices, log=log)
+    failed = [] if report_only else train_cells(ablation, out, jobs=jobs, devices=devices, only=only, log=log)
     path = write_report(ablation, out, device=device_for(measure_device), command=command, log=log)
     if failed:
         raise TrainingError(f"{len(failed)} cell(s) failed: {', '.join(failed)}; the report "

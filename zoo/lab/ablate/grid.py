@@ -38,10 +38,13 @@ its last checkpoint. With several jobs, cells run side by side as
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import queue
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -239,12 +242,14 @@ def is_finished(path: Path) -> bool:
     return (Path(path) / "eval.json").is_file()
 
 
-def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, log=print) -> list[str]:
+def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, only=(), log=print) -> list[str]:
     """Train every unfinished cell; returns the names of cells that failed.
 
     jobs=1 without devices trains in this process, one cell after another.
     Otherwise each cell is a `python -m zoo.commands.train` subprocess; `devices`
     (e.g. ["cuda:0", "cuda:1"]) are handed out round-robin to `jobs` slots.
+    `only` (shell patterns of cell names, e.g. "unet-*-s[01]") trains a slice of
+    the grid, a pilot say; the same run folders serve the whole grid later.
     """
     todo = []
     for cell in ablation.cells:
@@ -254,6 +259,13 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, l
             log(f"[ablate] skip {cell.name}: finished ({run_dir(out, cell) / 'eval.json'})")
         else:
             todo.append(cell)
+    if only:
+        wanted = [c for c in todo if any(fnmatch.fnmatchcase(c.name, p) for p in only)]
+        if not wanted and not any(fnmatch.fnmatchcase(c.name, p) for c in ablation.cells for p in only):
+            raise AblationError(f"--only {' '.join(only)}: no cell of {ablation.name} matches "
+                                f"(cells are named like {ablation.cells[0].name})")
+        log(f"[ablate] --only: {len(wanted)} of the {len(todo)} unfinished cells; the others wait")
+        todo = wanted
     if not todo:
         return []
     # Seed-major: a grid stopped half-way has every configuration once.
@@ -261,12 +273,46 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, l
     devices = list(devices or [])
     if devices and jobs == 1:
         jobs = len(devices)  # one job per device unless told otherwise
+    progress = Progress(len(todo), max(1, jobs), log)
     if jobs <= 1:
-        return _train_here(todo, out, devices[0] if devices else None, log)
-    return _train_side_by_side(todo, out, jobs, devices, log)
+        return _train_here(todo, out, devices[0] if devices else None, progress, log)
+    return _train_side_by_side(todo, out, jobs, devices, progress, log)
 
 
-def _train_here(cells, out, device, log) -> list[str]:
+class Progress:
+    """One line per finished cell: how many are left, the mean wall time of a cell
+    trained by this command, and the grid's ETA with `jobs` cells side by side."""
+
+    def __init__(self, total: int, jobs: int, log=print, clock=time.monotonic):
+        self.total, self.jobs, self.log, self.clock = total, jobs, log, clock
+        self.done, self.seconds = 0, []
+        self.lock = threading.Lock()
+
+    def start(self) -> float:
+        return self.clock()
+
+    def finished(self, name: str, started: float, ok: bool = True) -> str:
+        with self.lock:
+            self.done += 1
+            self.seconds.append(self.clock() - started)
+            mean = sum(self.seconds) / len(self.seconds)
+            left = self.total - self.done
+            eta = left * mean / min(self.jobs, max(1, left)) if left else 0.0
+            line = (f"[ablate] {self.done}/{self.total} cells {'done' if ok else 'tried'} ({name}); "
+                    f"{_duration(mean)} a cell, ETA {_duration(eta)} with {self.jobs} side by side")
+        self.log(line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def _train_here(cells, out, device, progress, log) -> list[str]:
     failed = []
     for i, cell in enumerate(cells, 1):
         path = run_dir(out, cell)
@@ -274,6 +320,7 @@ def _train_here(cells, out, device, log) -> list[str]:
             continue
         recipe = _with_device(cell.recipe, device) if device else cell.recipe
         log(f"[ablate] train {cell.name} ({i}/{len(cells)}) -> {path}")
+        started = progress.start()
         try:
             train(recipe, path, resume=True)
             (path / "error.txt").unlink(missing_ok=True)
@@ -282,6 +329,7 @@ def _train_here(cells, out, device, log) -> list[str]:
             path.mkdir(parents=True, exist_ok=True)
             (path / "error.txt").write_text(traceback.format_exc())
             log(f"[ablate] FAILED {cell.name}: {type(e).__name__}: {e} (see {path / 'error.txt'})")
+        progress.finished(cell.name, started, ok=cell.name not in failed)
     return failed
 
 
@@ -291,7 +339,7 @@ def train_command(recipe: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "zoo.commands.train", str(recipe), "--run-dir", str(run_dir)]
 
 
-def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
+def _train_side_by_side(cells, out, jobs, devices, progress, log) -> list[str]:
     slots: queue.Queue = queue.Queue()  # a device per slot; a job takes one while it runs
     for k in range(jobs):
         slots.put(devices[k % len(devices)] if devices else None)
@@ -308,12 +356,14 @@ def _train_side_by_side(cells, out, jobs, devices, log) -> list[str]:
             cmd = train_command(path / "recipe.yaml", path)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads_each)}
             log(f"[ablate] train {cell.name} on {device or 'the default device'} -> {path}")
+            started = progress.start()
             with open(path / "train.log", "a") as f:
                 rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-            if rc != 0 or not is_finished(path):
+            ok = rc == 0 and is_finished(path)
+            if not ok:
                 log(f"[ablate] FAILED {cell.name}: exit status {rc} (see {path / 'train.log'})")
-                return False
-            return True
+            progress.finished(cell.name, started, ok)
+            return ok
         finally:
             slots.put(device)
 
