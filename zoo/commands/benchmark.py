@@ -11,6 +11,8 @@ optionally beside the matching segmentation_models_pytorch model (zoo/lab/bench.
         --seeds 0 1 --learning-iters 500 --out runs/parity    # zoo vs smp, one sample stream
     segzoo benchmark --deploy all --data camvid --json runs/deploy.json
         # eager vs ONNX Runtime fp32 / int8 on the zoo's entries: latency, agreement, val mIoU
+    segzoo benchmark --label-ceiling recipes/deconvnet_resnet10t_camvid.yaml \
+        --set data.options.holdout=drives      # what a last-feature-only head can reach per stride
 """
 import argparse
 
@@ -46,6 +48,13 @@ def parse(argv=None, prog=None):
     p.add_argument("--smp-eager-fp32", action="store_true",
                    help="time smp in eager fp32 whatever the zoo settings")
     p.add_argument("--json", default=None, metavar="PATH", help="write {'meta', 'rows'} here")
+    c = p.add_argument_group("label ceiling (--label-ceiling RECIPE): zoo/lab/ceiling.py")
+    c.add_argument("--label-ceiling", default=None, metavar="RECIPE",
+                   help="mIoU of the recipe's validation labels pooled to each output stride's grid "
+                        "and upsampled bilinearly: the ceiling of a head without skips")
+    c.add_argument("--strides", type=int, nargs="+", default=[32, 16, 8, 4, 2])
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override (repeatable), e.g. data.root=/data/camvid")
     g = p.add_argument_group("learning parity (--learning): zoo vs smp trained on one sample stream")
     g.add_argument("--learning", action="store_true",
                    help="train each --arch (unet, pspnet) beside its smp counterpart (zoo/lab/parity.py)")
@@ -158,6 +167,8 @@ def main(argv=None, prog=None):
         return upsampler_cost(args)
     if args.deploy:
         return deploy(args)
+    if args.label_ceiling:
+        return label_ceiling(args)
     speed = {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
     if args.recipe_defaults:
         from types import SimpleNamespace
@@ -170,6 +181,20 @@ def main(argv=None, prog=None):
                  num_classes=args.num_classes, aux_weight=args.aux_weight, **speed)
     run_grid(specs, json_path=args.json, against=args.against, iters=args.iters,
              warmup=args.warmup, rounds=args.rounds, smp_eager_fp32=args.smp_eager_fp32)
+
+
+def label_ceiling(args):
+    from zoo.engine.recipe import load_recipe
+    from zoo.lab.ceiling import recipe_ceiling
+    results, info = recipe_ceiling(load_recipe(args.label_ceiling, args.set), args.strides)
+    print(f"{info['dataset']} {info['split']} ({info['images']} label maps), frames scaled by "
+          f"{info['scale']:g}: each stride's grid of class fractions, upsampled bilinearly")
+    names = list(next(iter(results.values()))["per_class_iou"])
+    print("| output stride | mIoU | " + " | ".join(names) + " |")
+    print("|---:|---:|" + "---:|" * len(names))
+    for stride, m in results.items():
+        cells = ["—" if v is None else f"{v:.3f}" for v in m["per_class_iou"].values()]
+        print(f"| {stride} | {m['mIoU']:.3f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
