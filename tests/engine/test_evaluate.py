@@ -92,6 +92,13 @@ def _batch(labels, size=None):
     return {"image": image, "mask": mask, "name": [f"im{i}" for i in range(len(labels))]}
 
 
+def test_frame_size_is_recorded_only_when_every_frame_shares_it():
+    same = [_batch(torch.randint(0, K, (1, 6, 10))) for _ in range(2)]
+    mixed = same + [_batch(torch.randint(0, K, (1, 8, 8)))]
+    assert evaluate(Oracle(), same, num_classes=K)["protocol"]["frame_size"] == [6, 10]
+    assert evaluate(Oracle(), mixed, num_classes=K)["protocol"]["frame_size"] is None
+
+
 def test_evaluate_perfect_model_scores_one():
     torch.manual_seed(0)
     loader = [_batch(torch.randint(0, K, (2, 8, 8))) for _ in range(3)]
@@ -101,7 +108,7 @@ def test_evaluate_perfect_model_scores_one():
     assert out["num_pixels"] == 2 * 2 * (64 - 1)          # max_batches, ignored pixel skipped
     assert set(out["per_class_iou"]) == set("abcd")
     assert out["protocol"] == {"mode": "whole", "crop_size": None, "stride": None,
-                               "scales": [1.0], "flip": False}
+                               "scales": [1.0], "flip": False, "frame_size": [8, 8]}
     assert torch.tensor(out["confusion"]).diag().sum() == out["num_pixels"]
     assert out["boundary_iou"] == 1.0 and out["trimap_miou"] == 1.0
     assert out["boundary_params"]["dilation_px_used"] == [1]  # 2% of an 8x8 diagonal, at least 1

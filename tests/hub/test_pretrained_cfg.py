@@ -11,7 +11,8 @@ from zoo.hub.entries import ENTRIES
 
 def test_every_shipped_entry_states_its_input_size_from_its_protocol():
     for name, entry in ENTRIES.items():
-        frame, scale = entry.cost["size"], entry.eval_protocol["scales"][0]
+        frame, scale = entry.eval_protocol["frame_size"], entry.eval_protocol["scales"][0]
+        assert frame == [360, 480], name  # CamVid's val frames, fed without a val transform
         assert entry.input_size == (round(frame[0] * scale), round(frame[1] * scale)), name
     # the two protocols the shipped entries use: halved frames, and full frames
     assert ENTRIES["pspnet_resnet10t_camvid"].input_size == (180, 240)
@@ -20,9 +21,12 @@ def test_every_shipped_entry_states_its_input_size_from_its_protocol():
 
 def test_several_scales_or_a_sliding_window_have_no_single_input_size():
     entry = ENTRIES["pspnet_resnet10t_camvid"]
-    multi = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "whole", "scales": [0.5, 1.0]}})
-    slide = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "slide", "scales": [1.0]}})
-    assert multi.input_size is None and slide.input_size is None
+    multi = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "whole", "scales": [0.5, 1.0],
+                                                                  "frame_size": [360, 480]}})
+    slide = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "slide", "scales": [1.0],
+                                                                  "frame_size": [360, 480]}})
+    unknown = type(entry)(**{**entry.to_dict(), "eval_protocol": {"mode": "whole", "scales": [0.5]}})
+    assert multi.input_size is None and slide.input_size is None and unknown.input_size is None
     assert multi.pretrained_cfg()["input_size"] is None
 
 

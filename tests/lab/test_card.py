@@ -47,7 +47,7 @@ def test_card_rows_come_from_the_index(fake_index):
     section = card.render_entries()
     rows = _table(section)
     assert list(rows) == ["fcn_a", "fcn_b"] == zoo.list_models(pretrained=True)
-    assert rows["fcn_a"] == ["fcn8s / test_efficientnet / transposed", "0.432", "0.875", "sky 0.900, road —",
+    assert rows["fcn_a"] == ["fcn8s / test_efficientnet / transposed", "0.432", "—", "0.875", "sky 0.900, road —",
                              "1.23", "12.3 @ 360x480", "42 (1 thread)", "`recipes/fcn_a.yaml`",
                              "`python tools/train.py recipes/fcn_a.yaml`", "2-core CPU; torch 2.15.0", "2026-12-01"]
     assert rows["fcn_b"][:2] == ["fcn8s / test_resnet / transposed", "0.500"]

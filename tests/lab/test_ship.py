@@ -121,7 +121,7 @@ def test_card_regenerated_by_ship(shipped):
     paths, _ = shipped
     text = paths["card"].read_text()
     section = card_section(text)
-    assert f"| `{NAME}` | unet / test_resnet / bilinear | 0.200 | 0.700 | sky 0.200, road 0.200, car — |" in section
+    assert f"| `{NAME}` | unet / test_resnet / bilinear | 0.200 | — | 0.700 | sky 0.200, road 0.200, car — |" in section
     assert f"[confusion](docs/entries/{NAME}/confusion.png)" in section
     assert text.endswith("## Training results\n\nkept\n") and "stale text" not in text
 

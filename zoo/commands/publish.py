@@ -7,6 +7,8 @@ regenerate MODEL_CARD.md's entries.
         --eval runs/unet_resnet10t_camvid/eval-val-whole-calibrated.json   # with its calibration
     segzoo publish unet_resnet10t_camvid --push-to-hub org/unet_resnet10t_camvid   # a run or an entry
     segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
+    segzoo publish --validation fcn8s_resnet10t_camvid runs/fcn8s_drives/eval-val-whole-calibrated.json \
+        --command "segzoo train recipes/fcn8s_resnet10t_camvid.yaml data.options.holdout=drives ..."
 
 --ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
 docs/entries/<entry>/ pictures and the card's entries; an existing entry is replaced only
@@ -27,7 +29,8 @@ def main(argv=None, prog=None):
                                              "entry's name with --push-to-hub")
     p.add_argument("--ship", metavar="ENTRY", help="ship the run inside the package as ENTRY")
     p.add_argument("--recipe", default="", help="with --ship: the recipe file that reproduces the entry")
-    p.add_argument("--command", default="", help="with --ship: the training command (default: from --recipe)")
+    p.add_argument("--command", default="", help="with --ship: the training command (default: from "
+                                                  "--recipe); with --validation: the commands behind it")
     p.add_argument("--machine", default="", help="with --ship: where it was trained (default: this machine)")
     p.add_argument("--eval", default=None, help="with a run folder: an eval-*.json of the published "
                                                 "checkpoint, whose metrics (and logit bias, from "
@@ -42,17 +45,26 @@ def main(argv=None, prog=None):
     p.add_argument("--token", default=None, help="with --push-to-hub (default: HF_TOKEN or the saved login)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repository")
     p.add_argument("--pointer", default="best", choices=["best", "last"])
+    p.add_argument("--validation", nargs=2, metavar=("ENTRY", "EVAL_JSON"),
+                   help="record on a shipped entry how its recipe, retrained with data.options.holdout, "
+                        "scores on that holdout (an eval-*.json inside that run folder); --command says how")
     p.add_argument("--card", nargs="?", const="MODEL_CARD.md", metavar="PATH",
                    help="regenerate the card's entries section (default MODEL_CARD.md); "
                         "with --ship, the card to update")
     args = p.parse_args(argv)
+    from zoo.commands.errors import run
+    if args.validation:
+        from zoo.lab.ship import record_validation
+        name, eval_file = args.validation
+        v = run(record_validation, name, eval_file, command=args.command, machine_name=args.machine,
+                weights_dir=args.weights_dir, card=args.card)
+        print(f"{name}: holdout {v['holdout']} mIoU {_num(v['mIoU'])} recorded; card updated")
+        return
     modes = [bool(args.ship), bool(args.out), bool(args.push_to_hub)]
     if sum(modes) > 1 or (sum(modes) == 1 and not args.source) or (not any(modes) and args.card is None):
         p.error("give SOURCE with one of --ship ENTRY, --name NAME --out DIR, --push-to-hub ORG/REPO; or --card")
     if args.out and not args.name:
         p.error("--out needs --name")
-
-    from zoo.commands.errors import run
     if args.ship:
         _ship(args, run)
     elif args.out:

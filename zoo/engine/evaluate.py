@@ -181,12 +181,14 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         batches = tqdm(loader, total=total, desc="eval", leave=False)
+    sizes = set()  # of the frames the protocol is applied to (after the val transforms)
     try:
         for i, batch in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
             image = batch["image"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
+            sizes.add(tuple(image.shape[-2:]))
             scores = predict_logits(model, image, mode=mode, crop_size=crop_size, stride=stride,
                                     scales=scales, flip=flip, num_classes=num_classes)
             pred = _resize(scores, mask.shape[-2:]).argmax(1)
@@ -199,6 +201,7 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
     result = cm.compute(class_names)
     result.update(bm.compute(class_names))
     result["protocol"] = {"mode": mode, "crop_size": _list(crop_size), "stride": _list(stride),
-                          "scales": [float(s) for s in scales], "flip": bool(flip)}
+                          "scales": [float(s) for s in scales], "flip": bool(flip),
+                          "frame_size": list(next(iter(sizes))) if len(sizes) == 1 else None}
     result["confusion"] = cm.matrix.tolist()
     return result

@@ -87,9 +87,12 @@ def build_model(recipe: Recipe, dataset) -> nn.Module:
     return model
 
 
-def eval_protocol(eval_cfg) -> dict:
-    return {"mode": eval_cfg.mode, "crop_size": eval_cfg.crop_size, "stride": eval_cfg.stride,
-            "scales": list(eval_cfg.scales), "flip": eval_cfg.flip}
+def eval_protocol(eval_cfg, result: dict | None = None) -> dict:
+    """The recipe's evaluation settings, with the frame size an evaluation `result` fed them."""
+    protocol = {"mode": eval_cfg.mode, "crop_size": eval_cfg.crop_size, "stride": eval_cfg.stride,
+                "scales": list(eval_cfg.scales), "flip": eval_cfg.flip}
+    frame = ((result or {}).get("protocol") or {}).get("frame_size")
+    return protocol | ({"frame_size": frame} if frame else {})
 
 
 # ----------------------------------------------------------------------------- the run
@@ -169,7 +172,7 @@ class Trainer:
         return {"model": self.model.config, "classes": self.classes,
                 "palette": np.asarray(self.train_set.palette).tolist(),
                 "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
-                "eval_protocol": eval_protocol(self.recipe.eval),
+                "eval_protocol": eval_protocol(self.recipe.eval, self.last_eval),
                 "metrics": {k: v for k, v in (self.last_eval or {}).items()
                             if k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou")},
                 "iteration": iteration,

@@ -40,8 +40,11 @@ class Entry:
     palette: list = field(default_factory=list)
     mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    eval_protocol: dict = field(default_factory=dict)  # mode, crop_size, stride, scales, flip
+    eval_protocol: dict = field(default_factory=dict)  # mode, crop_size, stride, scales, flip, frame_size
     metrics: dict = field(default_factory=dict)  # mIoU, per_class_iou, ...
+    # the entry's recipe retrained without a sequence-disjoint holdout and scored on it:
+    # {"holdout", "mIoU", "per_class_iou", "calibrated", "command", "machine", "date"}
+    validation: dict = field(default_factory=dict)
     dataset: str = ""
     recipe: dict | str | None = None  # the resolved recipe inline, or a path / URL to it
     speed: dict = field(default_factory=dict)  # {"latency_ms": 41.0, "device": "...", "threads": 1, "size": [h, w]}
@@ -88,10 +91,10 @@ class Entry:
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        """(h, w) of the input the model sees under its evaluation protocol: the frame size
-        its cost was measured at (the dataset's frames) times its one eval scale; None for
-        several scales, a sliding window or an unrecorded frame size."""
-        frame = self.cost.get("size") or self.speed.get("size")
+        """(h, w) of the input the model sees under its evaluation protocol: the frames it was
+        evaluated on (`eval_protocol["frame_size"]`, after the val transforms) times its one eval
+        scale; None for several scales, a sliding window or frames of several sizes."""
+        frame = self.eval_protocol.get("frame_size")
         scales = list(self.eval_protocol.get("scales") or [1.0])
         if not frame or len(scales) != 1 or self.eval_protocol.get("mode", "whole") != "whole":
             return None
@@ -105,7 +108,7 @@ class Entry:
         size = self.input_size
         protocol = self.eval_protocol
         return {"input_size": (3, *size) if size else None,
-                "frame_size": tuple(self.cost.get("size") or self.speed.get("size") or ()) or None,
+                "frame_size": tuple(self.eval_protocol.get("frame_size") or ()) or None,
                 "eval_scales": tuple(protocol.get("scales") or [1.0]), "flip": bool(protocol.get("flip")),
                 "mean": tuple(self.mean), "std": tuple(self.std), "num_classes": self.num_classes,
                 "classes": tuple(self.classes)}

@@ -21,8 +21,8 @@ from zoo.models.registry import builder_params
 CARD_SECTION = "## Zoo entries"
 _GENERATED = ("<!-- Generated from the registry by `python tools/publish.py --card` "
               "(and by every `--ship`): edit the entries, not this section. -->")
-_COLUMNS = ["entry", "model", "val mIoU", "pixel acc", "per-class IoU", "params (M)", "GFLOPs",
-            "CPU latency (ms)", "recipe", "command", "machine", "date"]
+_COLUMNS = ["entry", "model", "val mIoU", "holdout mIoU", "pixel acc", "per-class IoU", "params (M)",
+            "GFLOPs", "CPU latency (ms)", "recipe", "command", "machine", "date"]
 
 
 def render_entries(entries: Mapping[str, hub.Entry] | None = None) -> str:
@@ -35,7 +35,10 @@ def render_entries(entries: Mapping[str, hub.Entry] | None = None) -> str:
         return "\n".join(lines) + "\n"
     lines += ["`zoo.create(NAME, pretrained=True)` builds an entry with its weights; "
               "`zoo.create(NAME, pretrained=True, num_classes=K)` starts a fine-tuning. "
-              "IoU and accuracy on the val split, as fractions.", "",
+              "IoU and accuracy on the val split, as fractions. *holdout mIoU*: the entry's recipe "
+              "retrained without the frames its `data.options.holdout` names (other stretches of road "
+              "than training sees) and scored on them, the figure to expect on unseen sequences; val's "
+              "frames come from a sequence that training covers too.", "",
               "| " + " | ".join(_COLUMNS) + " |", "|" + " --- |" * len(_COLUMNS)]
     for name in sorted(entries):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row(entries[name])) + " |")
@@ -48,7 +51,8 @@ def row(e: hub.Entry) -> list[str]:
     """One table row; the cells in `_COLUMNS`' order."""
     m, cost, speed = e.metrics, e.cost, e.speed
     per_class = ", ".join(f"{c} {_num(v)}" for c, v in (m.get("per_class_iou") or {}).items())
-    return [f"`{e.name}`", _model(e), _num(m.get("mIoU")), _num(m.get("pixel_acc")), per_class or "—",
+    held = f"{_num(e.validation['mIoU'])} ({e.validation['holdout']})" if e.validation else "—"
+    return [f"`{e.name}`", _model(e), _num(m.get("mIoU")), held, _num(m.get("pixel_acc")), per_class or "—",
             f"{cost['params'] / 1e6:.2f}" if "params" in cost else "—",
             f"{cost['gflops']:.1f} @ {_size(cost.get('size'))}" if "gflops" in cost else "—",
             f"{speed['latency_ms']:.0f} ({speed.get('threads', 1)} thread)" if "latency_ms" in speed else "—",
@@ -72,6 +76,15 @@ def details(e: hub.Entry) -> dict:
                        "cameras, places and classes; the metrics hold for the protocol above only; "
                        "not validated for safety-critical use (driving, medicine).",
     }
+    v = e.validation
+    if v:
+        out["Validation"] = (
+            f"the recipe retrained without the `holdout: {v['holdout']}` frames scores "
+            f"{_num(v['mIoU'])} mIoU on them{' (calibrated on its train split)' if v.get('calibrated') else ''}"
+            f" ({v.get('date', 'undated')}" + (f", {v['machine']}" if v.get("machine") else "")
+            + (f"; `{v['command']}`" if v.get("command") else "") + "): "
+            + ", ".join(f"{c} {_num(x)}" for c, x in v["per_class_iou"].items())
+            + f". Against val's {_num(e.metrics.get('mIoU'))}, frames of a sequence training also covers.")
     bias = e.model.get("logit_bias")
     if bias:
         out["Logit bias"] = ("the entry's `logit_bias` argument, added to the logits: it undoes the "

@@ -12,11 +12,14 @@ Nothing written carries a local absolute path: the recipe's paths become placeho
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import shutil
 from pathlib import Path
+
+import yaml
 
 from zoo.common.fileio import atomic_write_json
 from zoo.common.machine import describe
@@ -196,8 +199,6 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
          pointer: str = "best", latency_s: float | None = None) -> dict:
     """Ship the run's `pointer` checkpoint as entry `name` (see the module docstring).
     Returns a short summary; raises ShipError when the entry may not be (re)placed."""
-    import yaml
-
     run_dir = Path(run_dir)
     weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
     card = Path(card) if card else REPO / "MODEL_CARD.md"
@@ -239,3 +240,41 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
             "replaced": shipped[name].metrics.get("mIoU") if name in shipped else None,
             "weights": final, "megabytes": final.stat().st_size / 1e6, "sha256": entry.sha256,
             "card": card, "pictures": len(entry.pictures)}
+
+
+def record_validation(name: str, eval_file, *, command: str = "", machine_name: str = "", weights_dir=None,
+                      card=None) -> dict:
+    """Record on entry `name` how its recipe does on frames of other sequences: `eval_file` is
+    an evaluation (`segzoo eval`, calibrated or not) of a run of the entry's architecture trained
+    with `data.options.holdout` (its recipe.yaml beside it says which), scored on that holdout.
+    The card shows it beside the val figure; the weights are not touched."""
+    weights_dir = Path(weights_dir or entries.SHIPPED_INDEX.parent)
+    card = Path(card or REPO / "MODEL_CARD.md")
+    shipped = read_shipped(weights_dir)
+    if name not in shipped:
+        raise ShipError(f"--validation {name}: no shipped entry of that name in {weights_dir / 'index.json'}")
+    eval_file = Path(eval_file)
+    result = json.loads(eval_file.read_text())
+    recipe_file = eval_file.parent / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise ShipError(f"{eval_file}: no recipe.yaml beside it; give an evaluation inside its run folder")
+    recipe = yaml.safe_load(recipe_file.read_text())
+    holdout = (recipe.get("data", {}).get("options") or {}).get("holdout")
+    if not holdout:
+        raise ShipError(f"{recipe_file}: key 'data.options.holdout' is not set: that run was validated on "
+                        "frames its training also covers, which the entry's val figure already says")
+    if result.get("split") != recipe["data"].get("val_split", "val"):
+        raise ShipError(f"{eval_file}: split {result.get('split')!r} is not the holdout "
+                        f"(the run's val split, {recipe['data'].get('val_split', 'val')!r})")
+    entry = shipped[name]
+    run_model = {k: recipe["model"].get(k) for k in ("name", "encoder", "upsample")}
+    entry_model = {k: entry.model.get(k) for k in ("name", "encoder", "upsample")}
+    if run_model != entry_model:
+        raise ShipError(f"{recipe_file}: model {run_model} is not entry {name}'s {entry_model}")
+    date = datetime.datetime.fromtimestamp(eval_file.stat().st_mtime, datetime.timezone.utc)
+    validation = {"holdout": holdout, "mIoU": result["mIoU"], "per_class_iou": result["per_class_iou"],
+                  "calibrated": "logit_bias" in result, "command": command,
+                  "machine": machine_name or machine(), "date": date.strftime("%Y-%m-%d")}
+    write_index(weights_dir, {**shipped, name: dataclasses.replace(entry, validation=validation)})
+    card_mod.update_card(card, read_shipped(weights_dir))
+    return validation
