@@ -48,23 +48,37 @@ Cost: kernel logits from the coarse feature are computed at its resolution
 (semi-shift: one 3x3 convolution per half, shared by both features); every
 reassembly runs on `decoders/local_ops.py`'s in-place loops at the source
 resolution, per sub-pixel phase (the 3 x 3 high-pass as a single phase), with
-no k x k neighbourhood unfolded; the convolutions whose output is wanted per
-phase (the guide's low-pass logits, the offsets' fine half) run as s*s stride-s
-convolutions, one per phase, instead of one convolution at the fine resolution
-and a pixel unshuffle; the low-pass values and the coarse high-pass logits share
-one reassembly by the low-pass kernels; each neighbour softmax adds the window
-and the out-of-image mask as one bias. Hand-written backward passes keep little:
-the guide's sharpening (`sharpen`) keeps the guide and its first low-pass kernels
-(`first_lowpass`) the compressed features, both recomputing their convolutions
-and softmax; the neighbour similarities keep their input and its norm; the
-softmax-and-reassembly steps turn the kernels' gradient into the logits' in
-place. U-Net / ResNet-18 at 360x480, batch 2, one thread, training step against
-bilinear's (BENCHMARKS.md): peak memory 1.88x -> 1.47x; CPU time about 2x both
-before and after (2.03x and 2.04x in one session, 2-core CPU shared with other
-jobs), over the 1.5x target: the arithmetic that remains is the definition's
-(two 25 x 25-per-point reassemblies and their backward passes, the 3x3
-convolutions of the guide at the fine resolution, grid_sample), and pure
-PyTorch runs it at about the speed measured.
+no k x k neighbourhood unfolded; the guide's low-pass logits, wanted per phase,
+run as s*s stride-s convolutions, one per phase (no slower than one convolution
+at the fine resolution and a pixel unshuffle, in either memory format, once the
+layouts are converted); each half of the offsets is one convolution of its
+feature and its similarities, concatenated, at the feature's resolution (faster
+than a convolution of each, or than phase convolutions); the low-pass values and
+the coarse high-pass logits share one reassembly by the low-pass kernels (split
+into its parts before their shuffle back to the fine grid); each neighbour softmax
+adds the window and the out-of-image mask as one bias, in place where the logits
+are the step's own (`first_lowpass` returns its logits with the bias, its
+reassembly written into them): tensors of 25 x s*s channels at the source
+resolution are the step's largest, and on the CPU each fresh one over 32 MiB
+costs its page faults (glibc maps it anew), as much time again as one pass over
+it. A guide already on the grid is used as it is (`guide_grid`, no copy).
+Hand-written backward passes keep little: the guide's sharpening (`sharpen`)
+keeps the guide and its first low-pass kernels (`first_lowpass`) the compressed
+features, both recomputing their convolutions and softmax; the neighbour
+similarities keep their concatenation with the input (which the offsets'
+convolution keeps too) and its norm; the softmax-and-reassembly steps turn the
+kernels' gradient into the logits' in place. U-Net / ResNet-18 at 360x480,
+batch 2, training step against bilinear's (2026-12-05, 2-core CPU shared with
+other jobs, torch 2.14.1, one thread; ``python -m zoo benchmark --upsamplers
+--arch unet --encoder resnet18 --size 360 480 --batch 2 --iters 3 --warmup 1
+--threads 1 --num-classes 12 --upsample bilinear freqfusion``): CPU time 2.00x
+-> 1.72x (1.69x to 1.76x over five runs), peak memory 1.47x -> 1.44x (1.88x
+before the hand-written backward passes); over the 1.5x target. What remains is
+the definition's arithmetic: on the last step, convolutions of 8 to 25 channels
+at the fine resolution (about 40%: oneDNN runs so few channels far from its
+peak), the loops of the two 25 x 25-per-point reassemblies and their backward
+passes (about 30%: about 6 G multiply-adds a second, each streaming its operands
+through the cache), the softmaxes and grid_sample.
 
 ONNX (measured 2026-12-05): the dynamo exporter gives a graph with dynamic sizes,
 equal to eager within 3.4e-6 at 64x64, 96x128 and 97x131 (U-Net, test encoder), a size
@@ -127,28 +141,29 @@ class FreqFusionUpsample(Upsampler):
 
     def _filters(self, x: Tensor, guide: Tensor, values: Tensor | None):
         """`filters`, the high-pass as logits; with ``values`` (N, C, h, w) also their low-pass
-        reassembly (N, C, s*s, h, w), in the same pass as the high-pass logits'."""
+        reassembly (N, C, s*h, s*w), in the same pass as the high-pass logits'."""
         s, kl = self.scale, self.kl
         coarse = self.compress_lr(x)
         # an initial high-pass from the guide alone sharpens its compressed feature
         high, fine = sharpen(guide, self.compress_hr, self.highpass, self.kh, self.prior_high)
-        # low-pass logits: the guide's plus the coarse feature's, upsampled by the guide's kernels
-        low, coarse_low = first_lowpass(fine, coarse, self.lowpass, kl, s, self.prior_low)
+        # low-pass logits (with their neighbour bias): the guide's plus the coarse feature's,
+        # upsampled by the guide's kernels
+        low = first_lowpass(fine, coarse, self.lowpass, kl, s, self.prior_low)
         # high-pass logits: the guide's plus the coarse feature's, upsampled by the low-pass; the
         # values to upsample share that reassembly (one pass over the kernels, forward and backward)
         coarse_high = self.highpass(coarse)
-        kh2 = coarse_high.shape[1]
         both = coarse_high if values is None else torch.cat([coarse_high, values.to(coarse_high.dtype)], 1)
-        lowpass, both = local_ops.softmax_reassemble(low + coarse_low, both, kl, self.prior_low)
-        high = high + local_ops.from_phases(both[:, :kh2], s)
-        return lowpass, high, fine, coarse, (None if values is None else both[:, kh2:])
+        lowpass, both = local_ops.softmax_reassemble(low, both, kl, biased=True)
+        widths = [coarse_high.shape[1]] + ([] if values is None else [values.shape[1]])
+        # split first: each part's gradient is copied into one buffer, none zero-padded and summed
+        coarse_high, *up = (local_ops.from_phases(part, s) for part in both.split(widths, 1))
+        return lowpass, high + coarse_high, fine, coarse, (up[0] if up else None)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         n, _, h, w = x.shape
         g = guide_grid(guide, h, w, self.scale, "freqfusion")
         lowpass, high, fine, coarse, up = self._filters(x, g, self.project(x))
         highpass = neighbour_softmax(high, self.kh, 1, self.prior_high)
-        up = local_ops.from_phases(up, self.scale)
         if self.offsets is not None:
             up = resample(up, self.offsets(fine, coarse), self.groups, self.scale)
         a = self.align(g) if self.align_first else g

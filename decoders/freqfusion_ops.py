@@ -19,15 +19,17 @@ def log_hamming(kernel_size: int) -> Tensor:
     return torch.from_numpy(np.log(window)).float().flatten()
 
 
-def neighbour_cosine(x: Tensor, dilation: int = 2) -> Tensor:
-    """(N, 8, H, W): cosine similarity of every point to its 8 neighbours at ``dilation``
-    (3 x 3 window, row-major, centre left out); neighbours outside the map count as 0.
+def with_neighbour_cosine(x: Tensor, dilation: int = 2) -> Tensor:
+    """(N, C + 8, H, W): ``x`` and the cosine similarity of every point to its 8 neighbours at
+    ``dilation`` (3 x 3 window, row-major, centre left out), concatenated; neighbours outside
+    the map count as 0.
 
-    Hand-written backward pass (`_NeighbourCosine`): it keeps ``x`` and its norms, not the
-    unit vectors, the padded copy and the eight products autograd would."""
+    Hand-written backward pass (`_WithCosine`): it keeps the concatenation (which the
+    convolution it feeds keeps too) and the norms, not the unit vectors, the padded copy and
+    the eight products autograd would."""
     if local_ops._tracing() or not torch.is_grad_enabled():
-        return _cosine(x, dilation)
-    return _NeighbourCosine.apply(x, dilation)
+        return torch.cat([x, _cosine(x, dilation)], 1)
+    return _WithCosine.apply(x, dilation)
 
 
 def _cosine(x: Tensor, d: int, unit: Tensor | None = None) -> Tensor:
@@ -38,17 +40,13 @@ def _cosine(x: Tensor, d: int, unit: Tensor | None = None) -> Tensor:
                         for dy, dx in _windows(d)], 1)
 
 
-def conv_to_phases(x: Tensor, weight: Tensor, bias: Tensor | None, scale: int,
-                   padded: Tensor | None = None) -> Tensor:
+def conv_to_phases(x: Tensor, weight: Tensor, bias: Tensor | None, scale: int) -> Tensor:
     """``to_phases(conv2d(x, weight, bias, padding=k // 2), s)`` for ``x`` (N, C, s*h, s*w):
     (N, O, s*s, h, w). Each sub-pixel phase is one convolution with stride s from its own
-    corner of the padded input: the same products, no shuffle of the (wider) output.
-    ``padded``: ``x`` zero-padded by k // 2 already (``x`` may then be a view into it)."""
+    corner of the padded input: the same products, no shuffle of the (wider) output."""
     r = weight.shape[-1] // 2
-    if scale == 1 and padded is None:
-        return F.conv2d(x, weight, bias, padding=r).unsqueeze(2)
     h, w = x.shape[-2] // scale, x.shape[-1] // scale
-    padded = F.pad(x, (r, r, r, r)) if padded is None else padded
+    padded = F.pad(x, (r, r, r, r))
     return torch.stack([F.conv2d(padded[..., i:, j:], weight, bias, stride=scale)[..., :h, :w]
                         for i in range(scale) for j in range(scale)], 2)
 
@@ -125,16 +123,18 @@ class _Sharpen(torch.autograd.Function):
 
 
 def first_lowpass(fine: Tensor, coarse: Tensor, conv: nn.Conv2d, k: int, scale: int,
-                  prior: Tensor) -> tuple[Tensor, Tensor]:
-    """The guide's low-pass logits ``low = to_phases(conv(fine), s)`` (N, k*k, s*s, h, w) and
-    the coarse feature's, ``conv(coarse)``, reassembled by ``neighbour_softmax(low, k, prior)``.
+                  prior: Tensor) -> Tensor:
+    """The low-pass logits (N, k*k, s*s, h, w) with their `neighbour_bias` (``prior``, -inf
+    outside the image): the guide's, ``low = to_phases(conv(fine), s)``, plus the coarse
+    feature's, ``conv(coarse)``, reassembled by ``neighbour_softmax(low, k, prior)``, plus the bias.
 
     Hand-written backward pass (`_FirstLowpass`): it keeps ``fine`` and ``coarse`` (kept by
     other steps anyway) and recomputes the two convolutions and the softmax, instead of
     keeping the k*k-channel kernels at the fine resolution and the coarse logits."""
     if local_ops._tracing() or not torch.is_grad_enabled():
         low = conv_to_phases(fine, conv.weight, conv.bias, scale)
-        return low, local_ops.softmax_reassemble(low, conv(coarse), k, prior)[1]
+        low = low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)
+        return low + local_ops.softmax_reassemble(low, conv(coarse), k, biased=True)[1]
     return _FirstLowpass.apply(fine, coarse, conv.weight, conv.bias, prior, k, scale)
 
 
@@ -145,36 +145,39 @@ class _FirstLowpass(torch.autograd.Function):
                 F.conv2d(coarse, weight, bias, padding=weight.shape[-1] // 2))
 
     @staticmethod
+    def _biased(low, k, prior):
+        """``low`` plus its neighbour bias, in place: the logits of 25 x s*s channels are
+        the largest tensors of the step, and each fresh one costs its page faults."""
+        return low.add_(local_ops.neighbour_bias(*low.shape[-2:], k, prior, low))
+
+    @staticmethod
     def forward(ctx, fine, coarse, weight, bias, prior, k, scale):
         low, values = _FirstLowpass._logits(fine, coarse, weight, bias, scale)
-        first = (low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)).softmax(1)
+        low = _FirstLowpass._biased(low, k, prior)
+        first = low.softmax(1)
         ctx.save_for_backward(fine, coarse, weight, bias, prior)
         ctx.k, ctx.scale, ctx.amp = k, scale, _autocast_state(fine.device)
-        return low, local_ops._reassemble(values.contiguous(), first.to(values.dtype), k)
+        return local_ops._reassemble(values.contiguous(), first.to(values.dtype), k, out=low)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_low, d_out):
+    def backward(ctx, grad):
         fine, coarse, weight, bias, prior = ctx.saved_tensors
         k = ctx.k
         inputs = [t.detach().requires_grad_(need) for t, need in
                   zip((fine, coarse, weight, bias), ctx.needs_input_grad[:4])]
         with torch.enable_grad(), _autocast(ctx.amp):
             low, values = _FirstLowpass._logits(*inputs, ctx.scale)
-        outputs, grads = [low], [d_low]
-        if d_out is not None:
-            with torch.no_grad(), _autocast(ctx.amp):
-                first = (low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)).softmax(1)
-            with torch.no_grad():
-                first = first.to(values.dtype)
-                d_out = d_out.to(values.dtype).contiguous()
-                dv = local_ops._spread(d_out, first, k)
-                dw = local_ops._correlate(d_out, values.detach().contiguous(), k)
-                d_logits = local_ops.softmax_backward_(dw, first).to(low.dtype)
-                if d_low is not None:
-                    d_logits.add_(d_low)
-            outputs, grads = [low, values], [d_logits, dv]
-        outputs, grads = zip(*[(o, g) for o, g in zip(outputs, grads) if g is not None])
+        with torch.no_grad(), _autocast(ctx.amp):
+            # the graph of ``low`` is what autograd.grad needs below, not its values
+            first = _FirstLowpass._biased(low.detach(), k, prior).softmax(1)
+        with torch.no_grad():
+            first = first.to(values.dtype)
+            d_out = grad.to(values.dtype).contiguous()
+            dv = local_ops._spread(d_out, first, k)
+            dw = local_ops._correlate(d_out, values.detach().contiguous(), k)
+            d_low = local_ops.softmax_backward_(dw, first).to(low.dtype).add_(grad)
+        outputs, grads = zip(*[(o, g) for o, g in ((low, d_low), (values, dv)) if o.requires_grad])
         wanted = [t for t in inputs if t.requires_grad]
         found = iter(torch.autograd.grad(outputs, wanted, grads, allow_unused=True))
         return tuple(next(found) if t.requires_grad else None for t in inputs) + (None, None, None)
@@ -191,19 +194,21 @@ def _unit(x: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     return x / denom, denom
 
 
-class _NeighbourCosine(torch.autograd.Function):
+class _WithCosine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, d):
         unit, denom = _unit(x)
-        ctx.save_for_backward(x, denom)
+        out = torch.cat([x, _cosine(x, d, unit)], 1)
+        ctx.save_for_backward(out, denom)
         ctx.d = d
-        return _cosine(x, d, unit)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, denom = ctx.saved_tensors
-        d = ctx.d
+        out, denom = ctx.saved_tensors
+        d, c = ctx.d, out.shape[1] - 8
+        x, d_copy, grad = out[:, :c], grad[:, :c], grad[:, c:]  # d_copy: through x's own channels
         h, w = x.shape[-2:]
         unit = x / denom
         padded = F.pad(unit, (d, d, d, d))
@@ -218,7 +223,7 @@ class _NeighbourCosine(torch.autograd.Function):
             d_unit.addcmul_(padded[..., d + dy:d + dy + h, d + dx:d + dx + w], weight.unsqueeze(1))
         # through u = x / max(|x|, eps): project out the radial part where |x| > eps
         radial = (unit * d_unit).sum(1, keepdim=True) * (denom > 1e-8)
-        return (d_unit - unit * radial) / denom, None
+        return (d_unit - unit * radial).div_(denom).add_(d_copy), None
 
 
 class OffsetGenerator(nn.Module):
@@ -244,31 +249,16 @@ class OffsetGenerator(nn.Module):
         pos = torch.stack([h.repeat(scale), h.repeat_interleave(scale)])  # phase i*s+j: (h[j], h[i])
         self.register_buffer("init_pos", pos.repeat(1, groups).reshape(1, -1, 1, 1), persistent=False)
 
-    @staticmethod
-    def _conv(conv: nn.Conv2d, feature: Tensor, scale: int) -> Tensor:
-        """``to_phases(conv(cat([feature, neighbour_cosine(feature)])), scale)`` as two
-        convolutions, so the backward pass keeps ``feature`` once (the similarities' pass
-        keeps it too), not the concatenation; (N, O, s*s, h, w)."""
-        c, r = feature.shape[1], conv.padding[0]
-        h, w = feature.shape[-2:]
-        # one padded copy, which the convolution and the similarities' backward pass share
-        padded = F.pad(feature, (r, r, r, r))
-        feature = padded[..., r:r + h, r:r + w]
-        return (conv_to_phases(feature, conv.weight[:, :c], None, scale, padded)
-                + conv_to_phases(neighbour_cosine(feature), conv.weight[:, c:], conv.bias, scale))
-
     def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
         """(N, 2*g*s*s, h, w) offsets: channel (xy, group, phase), in source pixels."""
         s = self.scale
         fine, coarse = self.norm_hr(fine), self.norm_lr(coarse)
-        low = self._conv(self.low, coarse, 1).flatten(1, 2)
-        high = self._conv(self.high, fine, s).flatten(1, 2)  # pixel_unshuffle's (channel, phase)
-        n, _, h, w = low.shape
-        g2 = 2 * self.groups
+        # one convolution of each feature and its similarities, at the feature's resolution
+        low = self.low(with_neighbour_cosine(coarse))
+        high = local_ops.to_phases(self.high(with_neighbour_cosine(fine)), s).flatten(1, 2)  # (c, phase)
         # unshuffled channel (xy, group, phase) = (c, phase) with c = xy * g + group, as `low`'s
-        off_l, scl_l = low[:, :g2 * s * s], low[:, g2 * s * s:]
-        off_h, scl_h = high[:, :g2 * s * s], high[:, g2 * s * s:]
-        return (off_l + off_h) * torch.sigmoid(scl_l + scl_h) + self.init_pos
+        offset, direct = (low + high).chunk(2, 1)  # offsets, direct scales
+        return offset * torch.sigmoid(direct) + self.init_pos
 
 
 def resample(feature: Tensor, offset: Tensor, groups: int, s: int) -> Tensor:

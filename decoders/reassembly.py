@@ -27,7 +27,8 @@ from decoders import local_ops
 
 def guide_grid(guide: Tensor | None, h: int, w: int, scale: int, name: str) -> Tensor:
     """The guide fitted to the full ``s*h x s*w`` grid of an ``h x w`` input: cropped where
-    larger, replicate-padded where the target stops short of it (ceil division)."""
+    larger, replicate-padded where the target stops short of it (ceil division); the guide
+    itself where it fits already (no copy, and none of its gradient)."""
     if guide is None:
         raise ValueError(f"{name} needs a guide: the encoder feature at the target resolution")
     th, tw = h * scale, w * scale
@@ -40,6 +41,8 @@ def guide_grid(guide: Tensor | None, h: int, w: int, scale: int, name: str) -> T
         rows = torch.arange(th, device=guide.device).clamp(max=guide.shape[-2] - 1)
         cols = torch.arange(tw, device=guide.device).clamp(max=guide.shape[-1] - 1)
         return guide.index_select(-2, rows).index_select(-1, cols)
+    if guide.shape[-2:] == (th, tw):
+        return guide
     guide = guide[..., :th, :tw]
     return F.pad(guide, (0, tw - guide.shape[-1], 0, th - guide.shape[-2]), mode="replicate")
 

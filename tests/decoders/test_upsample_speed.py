@@ -289,6 +289,21 @@ def test_freqfusion_code_paths_equal_the_reference(monkeypatch, path):
                                        ref_freqfusion(up, x, g, (11, 14)), rtol=1e-9, atol=1e-9)
 
 
+def test_freqfusion_gradients_of_a_plain_sum_equal_the_reference():
+    """``out.sum()`` sends an expanded gradient (all strides 0) back to the hand-written
+    backward passes, the split of the shared reassembly first (no resampling in between)."""
+    up = randomised(make_upsampler({"name": "freqfusion", "resample": False}, 6, 4, 2, guide_channels=3))
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 10, 14, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for fn in (lambda: up(x, guide=g), lambda: ref_freqfusion(up, x, g, (10, 14))):
+        x.grad = g.grad = None
+        fn().sum().backward()
+        grads.append((x.grad, g.grad))
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-8, atol=1e-8)
+
+
 def test_freqfusion_under_bf16_autocast_trains_close_to_float32():
     """The backward passes that recompute convolutions do so under the forward's autocast."""
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from decoders import local_ops
 from decoders.a2u import adaptive_mean
-from decoders.freqfusion_ops import neighbour_cosine, resample
+from decoders.freqfusion_ops import resample, with_neighbour_cosine
 from decoders.reassembly import neighbour_softmax, reassemble
 from decoders.upsample import make_upsampler, upsampler_class
 
@@ -199,7 +199,9 @@ def test_a2u_at_init_is_a_local_mean_with_weights_within_a_factor_e():
 
 def test_neighbour_cosine_matches_a_loop():
     x = torch.randn(1, 5, 6, 7, dtype=torch.float64)
-    sims = neighbour_cosine(x)
+    both = with_neighbour_cosine(x)
+    torch.testing.assert_close(both[:, :5], x)
+    sims = both[:, 5:]
     offsets = [(i, j) for i in (-2, 0, 2) for j in (-2, 0, 2) if (i, j) != (0, 0)]
     for Y in range(6):
         for X in range(7):
