@@ -54,14 +54,21 @@ at the fine resolution and a pixel unshuffle, in either memory format, once the
 layouts are converted); each half of the offsets is one convolution of its
 feature and its similarities, concatenated, at the feature's resolution (faster
 than a convolution of each, or than phase convolutions); the low-pass values and
-the coarse high-pass logits share one reassembly by the low-pass kernels (split
-into its parts before their shuffle back to the fine grid); each neighbour softmax
-adds the window and the out-of-image mask as one bias, in place where the logits
-are the step's own (`first_lowpass` returns its logits with the bias, its
-reassembly written into them): tensors of 25 x s*s channels at the source
-resolution are the step's largest, and on the CPU each fresh one over 32 MiB
-costs its page faults (glibc maps it anew), as much time again as one pass over
-it. A guide already on the grid is used as it is (`guide_grid`, no copy).
+the coarse high-pass logits share one softmax-and-reassembly step by the low-pass
+kernels (each reassembled apart, the kernels' gradient summed over both in one
+buffer); each neighbour softmax adds the window and the out-of-image mask as one
+bias, in place where the logits are the step's own, and writes its kernels over
+logits that are its own (the low-pass kernels over `first_lowpass`'s output, the
+high-pass kernels over their biased sum, the guide's first low-pass kernels over
+their recomputed logits; in `first_lowpass`'s forward pass a band of rows at a
+time, each band's reassembly added to its logits): tensors of 25 x s*s channels
+at the source resolution are the step's largest (33 MiB on the last U-Net step),
+and on the CPU a fresh one over 32 MiB costs its page faults when glibc maps it
+anew, as much time again as one pass over it (about 14 ms there). Whether it does
+depends on the free space glibc's heap has left, from step to step: a training
+step of the whole U-Net took from 1 to 170 thousand page faults (bilinear's 110
+to 170 thousand), up to about 0.3 s: much of the benchmark's noise. A guide
+already on the grid is used as it is (`guide_grid`, no copy).
 Hand-written backward passes keep little: the guide's sharpening (`sharpen`)
 keeps the guide and its first low-pass kernels (`first_lowpass`) the compressed
 features, both recomputing their convolutions and softmax; the neighbour
@@ -72,13 +79,24 @@ batch 2, training step against bilinear's (2026-12-05, 2-core CPU shared with
 other jobs, torch 2.14.1, one thread; ``python -m zoo benchmark --upsamplers
 --arch unet --encoder resnet18 --size 360 480 --batch 2 --iters 3 --warmup 1
 --threads 1 --num-classes 12 --upsample bilinear freqfusion``): CPU time 2.00x
--> 1.72x (1.69x to 1.76x over five runs), peak memory 1.47x -> 1.44x (1.88x
-before the hand-written backward passes); over the 1.5x target. What remains is
+-> 1.72x (1.69x to 1.76x over five runs) -> 1.57x (twice, in runs alternating with
+the previous code's, which gave 1.66x and 1.64x there) with the kernels written over
+their logits, the parts of the shared reassembly reassembled apart (no
+concatenation of their gradients), the softmax and reassembly of the high-pass
+kernels in one step, the out-of-image mask from a row and a column test and the
+sampling grid interleaved from its x and y planes; peak memory 1.47x -> 1.44x
+(1.88x before the hand-written backward passes; 714 MB, unchanged by that last
+round); over the 1.5x target. What remains is
 the definition's arithmetic: on the last step, convolutions of 8 to 25 channels
 at the fine resolution (about 40%: oneDNN runs so few channels far from its
 peak), the loops of the two 25 x 25-per-point reassemblies and their backward
 passes (about 30%: about 6 G multiply-adds a second, each streaming its operands
-through the cache), the softmaxes and grid_sample.
+through the cache), the softmaxes and grid_sample. Measured slower there: the
+reassembly as batched (25 x 25) @ (25 x 4) products per point (3.3x the loops'
+time), the guide's high- and low-pass logits as one 34-channel convolution (1.3x
+the two), the weight gradient of the offsets' fine convolution as nine matrix
+products (5x oneDNN's); the phase convolutions' backward pass as one at the fine
+resolution took the same time as the four.
 
 ONNX (measured 2026-12-05): the dynamo exporter gives a graph with dynamic sizes,
 equal to eager within 3.4e-6 at 64x64, 96x128 and 97x131 (U-Net, test encoder), a size
@@ -97,7 +115,7 @@ from torch import Tensor, nn
 from decoders import local_ops
 from decoders.blocks import fit_to_size
 from decoders.freqfusion_ops import OffsetGenerator, first_lowpass, log_hamming, resample, sharpen
-from decoders.reassembly import guide_grid, neighbour_softmax, reassemble
+from decoders.reassembly import guide_grid, neighbour_softmax
 from decoders.upsample import Upsampler, project, register_upsampler
 
 
@@ -150,23 +168,23 @@ class FreqFusionUpsample(Upsampler):
         # upsampled by the guide's kernels
         low = first_lowpass(fine, coarse, self.lowpass, kl, s, self.prior_low)
         # high-pass logits: the guide's plus the coarse feature's, upsampled by the low-pass; the
-        # values to upsample share that reassembly (one pass over the kernels, forward and backward)
+        # values to upsample share that step (one softmax, one gradient of the kernels)
         coarse_high = self.highpass(coarse)
-        both = coarse_high if values is None else torch.cat([coarse_high, values.to(coarse_high.dtype)], 1)
-        lowpass, both = local_ops.softmax_reassemble(low, both, kl, biased=True)
-        widths = [coarse_high.shape[1]] + ([] if values is None else [values.shape[1]])
-        # split first: each part's gradient is copied into one buffer, none zero-padded and summed
-        coarse_high, *up = (local_ops.from_phases(part, s) for part in both.split(widths, 1))
+        parts = [coarse_high] + ([] if values is None else [values.to(coarse_high.dtype)])
+        lowpass, *parts = local_ops.softmax_reassemble(low, parts, kl, biased=True)
+        coarse_high, *up = (local_ops.from_phases(part, s) for part in parts)
         return lowpass, high + coarse_high, fine, coarse, (up[0] if up else None)
 
     def forward(self, x, guide=None, indices=None, output_size=None):
         n, _, h, w = x.shape
         g = guide_grid(guide, h, w, self.scale, "freqfusion")
-        lowpass, high, fine, coarse, up = self._filters(x, g, self.project(x))
-        highpass = neighbour_softmax(high, self.kh, 1, self.prior_high)
+        _, high, fine, coarse, up = self._filters(x, g, self.project(x))
         if self.offsets is not None:
             up = resample(up, self.offsets(fine, coarse), self.groups, self.scale)
         a = self.align(g) if self.align_first else g
-        sharp = 2 * a - reassemble(a, highpass, self.kh, 1)
+        # the kernels and their reassembly in one step: its softmax overwrites its own biased logits
+        # and its backward pass turns the kernels' gradient into the logits' in place
+        _, smooth = local_ops.softmax_reassemble(high.unsqueeze(2), [a], self.kh, self.prior_high)
+        sharp = 2 * a - smooth.squeeze(2)
         out = up + (sharp if self.align_first else self.align(sharp))
         return fit_to_size(out, self.target(x, output_size))

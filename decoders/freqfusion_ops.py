@@ -134,7 +134,7 @@ def first_lowpass(fine: Tensor, coarse: Tensor, conv: nn.Conv2d, k: int, scale: 
     if local_ops._tracing() or not torch.is_grad_enabled():
         low = conv_to_phases(fine, conv.weight, conv.bias, scale)
         low = low + local_ops.neighbour_bias(*coarse.shape[-2:], k, prior, low)
-        return low + local_ops.softmax_reassemble(low, conv(coarse), k, biased=True)[1]
+        return low + local_ops.reassemble(conv(coarse), low.softmax(1), k)
     return _FirstLowpass.apply(fine, coarse, conv.weight, conv.bias, prior, k, scale)
 
 
@@ -154,10 +154,10 @@ class _FirstLowpass(torch.autograd.Function):
     def forward(ctx, fine, coarse, weight, bias, prior, k, scale):
         low, values = _FirstLowpass._logits(fine, coarse, weight, bias, scale)
         low = _FirstLowpass._biased(low, k, prior)
-        first = low.softmax(1)
         ctx.save_for_backward(fine, coarse, weight, bias, prior)
         ctx.k, ctx.scale, ctx.amp = k, scale, _autocast_state(fine.device)
-        return local_ops._reassemble(values.contiguous(), first.to(values.dtype), k, out=low)
+        # the kernels a band of rows at a time, each band's reassembly added to its logits
+        return local_ops._reassemble(values.contiguous(), None, k, out=low)
 
     @staticmethod
     @once_differentiable
@@ -169,8 +169,10 @@ class _FirstLowpass(torch.autograd.Function):
         with torch.enable_grad(), _autocast(ctx.amp):
             low, values = _FirstLowpass._logits(*inputs, ctx.scale)
         with torch.no_grad(), _autocast(ctx.amp):
-            # the graph of ``low`` is what autograd.grad needs below, not its values
-            first = _FirstLowpass._biased(low.detach(), k, prior).softmax(1)
+            # the graph of ``low`` is what autograd.grad needs below, not its values: the
+            # kernels overwrite them (no fresh buffer of 25 x s*s channels)
+            biased = _FirstLowpass._biased(low.detach(), k, prior)
+            first = torch.softmax(biased, 1, out=biased)
         with torch.no_grad():
             first = first.to(values.dtype)
             d_out = grad.to(values.dtype).contiguous()
@@ -273,8 +275,11 @@ def resample(feature: Tensor, offset: Tensor, groups: int, s: int) -> Tensor:
         base = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
         norm = torch.tensor([w, h], device=dev, dtype=torch.float32).view(1, 2, 1, 1, 1)
         coords = 2 * (base.view(1, 2, 1, h, w) + offset.float().view(n, 2, groups * s * s, h, w)) / norm - 1
-        # channel (xy, group, i*s + j) at (y, x) -> grid[(n, group), s*y + i, s*x + j, xy]: one copy
-        grid = coords.view(n, 2, groups, s, s, h, w).permute(0, 2, 5, 3, 6, 4, 1).reshape(n * groups, s * h, s * w, 2)
+        # channel (xy, group, i*s + j) at (y, x) -> grid[(n, group), s*y + i, s*x + j, xy]: each of
+        # x and y shuffled to the fine grid, then interleaved (one gather of pairs from two planes far
+        # apart took a third longer, forward and backward)
+        planes = coords.view(n, 2, groups, s * s, h, w).unbind(1)
+        grid = torch.stack([local_ops.from_phases(p, s) for p in planes], -1).view(n * groups, s * h, s * w, 2)
         out = F.grid_sample(feature.float().reshape(n * groups, c // groups, s * h, s * w), grid, mode="bilinear",
                             padding_mode="border", align_corners=False)
     return out.to(feature.dtype).view(n, c, s * h, s * w)

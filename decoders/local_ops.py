@@ -30,6 +30,8 @@ unfold-and-einsum form is used: one graph for every input size.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -54,9 +56,13 @@ def from_phases(t: Tensor, scale: int) -> Tensor:
 
 
 def inside(h: int, w: int, kernel_size: int, device) -> Tensor:
-    """(1, k*k, 1, h, w) bool: which of the k x k neighbours of each pixel lie in the image."""
-    ones = torch.ones(1, 1, h, w, device=device)
-    return (F.unfold(ones, kernel_size, padding=kernel_size // 2) > 0).reshape(1, -1, 1, h, w)
+    """(1, k*k, 1, h, w) bool: which of the k x k neighbours of each pixel lie in the image:
+    a row test and a column test, broadcast (an unfold of ones took 2 ms at 360x480)."""
+    shifts = torch.arange(kernel_size, device=device) - kernel_size // 2
+    ys = torch.arange(h, device=device) + shifts[:, None]  # (k, h): the neighbour's row
+    xs = torch.arange(w, device=device) + shifts[:, None]
+    rows, cols = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(1, -1, 1, h, w)
 
 
 def neighbour_softmax(logits: Tensor, kernel_size: int, prior: Tensor | None = None) -> Tensor:
@@ -82,19 +88,23 @@ def reassemble(values: Tensor, weights: Tensor, kernel_size: int) -> Tensor:
     return _Reassemble.apply(values.contiguous(), weights.contiguous(), kernel_size)
 
 
-def softmax_reassemble(logits: Tensor, values: Tensor, kernel_size: int,
-                       prior: Tensor | None = None, biased: bool = False) -> tuple[Tensor, Tensor]:
-    """``w = neighbour_softmax(logits, k, prior)`` and ``reassemble(values, w, k)`` in one
-    autograd step: (w, out). Its backward pass turns the weights' gradient into the
-    logits' in place (``w * (dw - sum_k w dw)``), so no further k*k-channel buffer is
-    allocated, and it keeps only ``w`` and ``values``. ``w`` may feed other operators.
-    ``biased``: the logits carry their `neighbour_bias` already (``prior`` is then unused)."""
+def softmax_reassemble(logits: Tensor, values: Sequence[Tensor], kernel_size: int,
+                       prior: Tensor | None = None, biased: bool = False) -> tuple[Tensor, ...]:
+    """``w = neighbour_softmax(logits, k, prior)`` and ``reassemble(v, w, k)`` of each ``v`` of
+    ``values`` in one autograd step: (w, *outs). Its backward pass turns the weights' gradient
+    into the logits' in place (``w * (dw - sum_k w dw)``, ``dw`` summed over the values in one
+    buffer), so no further k*k-channel buffer is allocated, and it keeps only ``w`` and
+    ``values``. ``w`` may feed other operators. Values reassembled apart rather than
+    concatenated: on the CPU each output (and its gradient) stays under glibc's 32 MiB, where
+    a fresh buffer costs its page faults (the U-Net's last step). ``biased``: the logits carry
+    their `neighbour_bias` already (``prior`` is then unused) and are the caller's to spend:
+    ``w`` is written over them where their dtype is the values'."""
     if _tracing():
         weights = logits.softmax(1) if biased else neighbour_softmax(logits, kernel_size, prior)
-        return weights, reassemble(values, weights, kernel_size)
+        return (weights, *(reassemble(v, weights, kernel_size) for v in values))
     h, w = logits.shape[-2:]
     bias = None if biased else neighbour_bias(h, w, kernel_size, prior, logits)
-    return _SoftmaxReassemble.apply(logits, bias, values.contiguous(), kernel_size)
+    return _SoftmaxReassemble.apply(logits, bias, kernel_size, *(v.contiguous() for v in values))
 
 
 def neighbour_bias(h: int, w: int, kernel_size: int, prior: Tensor | None, like: Tensor) -> Tensor:
@@ -135,41 +145,49 @@ def _bands(h: int, row_bytes: int):
     return [(y, min(h, y + rows)) for y in range(0, h, rows)]
 
 
-def _reassemble(values: Tensor, weights: Tensor, k: int, out: Tensor | None = None) -> Tensor:
+def _reassemble(values: Tensor, weights: Tensor | None, k: int, out: Tensor | None = None) -> Tensor:
     """Neighbour by neighbour, in place, band by band: out += values_k * weights[k]. ``out``
-    (N, C, s*s, h, w), where given, is added to (the sum is written into it)."""
+    (N, C, s*s, h, w), where given, is added to (the sum is written into it). ``weights`` None
+    (``out`` given, C = k*k): the softmax over dim 1 of ``out``, each band's taken before the band is added to:
+    ``out += reassemble(values, softmax(out))`` with no buffer of ``out``'s size (on the CPU a
+    fresh one over 32 MiB costs its page faults)."""
     n, c, h, w = values.shape
     padded = F.pad(values, (k // 2,) * 4)
     fresh = out is None
     out = values.new_empty(n, c, weights.shape[2], h, w) if fresh else out
     for y0, y1 in _bands(h, out[..., :1, :].numel() * out.element_size()):
         band = out[..., y0:y1, :]
+        bw = band.softmax(1).to(values.dtype) if weights is None else weights[..., y0:y1, :]
         for i in range(k * k):
             dy, dx = divmod(i, k)
             shifted = padded[:, :, None, y0 + dy:y1 + dy, dx:dx + w]
             if i == 0 and fresh:  # the first product initialises a fresh band
-                torch.mul(shifted, weights[:, None, i, :, y0:y1], out=band)
+                torch.mul(shifted, bw[:, None, i], out=band)
             else:
-                band.addcmul_(shifted, weights[:, None, i, :, y0:y1])
+                band.addcmul_(shifted, bw[:, None, i])
     return out
 
 
-def _correlate(queries: Tensor, values: Tensor, k: int) -> Tensor:
-    """Channel by channel, in place, band by band: out[k] += values_k[c] * queries[c]."""
+def _correlate(queries: Tensor, values: Tensor, k: int, out: Tensor | None = None) -> Tensor:
+    """Channel by channel, in place, band by band: out[k] += values_k[c] * queries[c]. ``out``
+    (N, k*k, s*s, h, w), where given, is added to (the sum is written into it)."""
     n, c, h, w = values.shape
     padded = F.pad(values, (k // 2,) * 4)
     # (N, C, k, k, h, w): every neighbour as a strided view, nothing copied
     windows = padded.unfold(2, k, 1).unfold(3, k, 1).permute(0, 1, 4, 5, 2, 3)
-    out = values.new_empty(n, k, k, queries.shape[2], h, w)
+    fresh = out is None
+    out = values.new_empty(n, k * k, queries.shape[2], h, w) if fresh else out
+    total = out
+    out = out.view(n, k, k, queries.shape[2], h, w)
     for y0, y1 in _bands(h, out[..., :1, :].numel() * out.element_size()):
         band = out[..., y0:y1, :]
         for ch in range(c):
             shifted = windows[:, ch, :, :, None, y0:y1]
-            if ch == 0:
+            if ch == 0 and fresh:  # the first product initialises a fresh band
                 torch.mul(shifted, queries[:, ch, None, None, :, y0:y1], out=band)
             else:
                 band.addcmul_(shifted, queries[:, ch, None, None, :, y0:y1])
-    return out.reshape(n, k * k, queries.shape[2], h, w)
+    return total
 
 
 def _spread(grads: Tensor, weights: Tensor, k: int) -> Tensor:
@@ -222,29 +240,33 @@ class _Correlate(torch.autograd.Function):
 
 class _SoftmaxReassemble(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, bias, values, k):
+    def forward(ctx, logits, bias, k, *values):
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
-        weights = (logits if bias is None else logits + bias).softmax(1).to(values.dtype)
-        ctx.save_for_backward(values, weights)
+        dtype = values[0].dtype
+        if bias is not None:
+            logits = logits + bias  # a fresh sum, which the softmax can overwrite
+        elif logits.dtype == dtype:
+            ctx.mark_dirty(logits)  # biased logits are the caller's to spend
+        else:
+            logits = logits.clone()
+        # in place: on the CPU a fresh buffer of k*k x s*s channels costs its page faults
+        weights = torch.softmax(logits, 1, out=logits).to(dtype)
+        ctx.save_for_backward(weights, *values)
         ctx.k, ctx.dtype = k, logits.dtype
-        return weights, _reassemble(values, weights, k)
+        return (weights, *(_reassemble(v, weights, k) for v in values))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_weights, grad):
-        values, weights = ctx.saved_tensors
+    def backward(ctx, d_weights, *grads):
+        weights, *values = ctx.saved_tensors
         k = ctx.k
-        d_values = dw = None
-        if grad is not None:
-            grad = grad.contiguous()
-            if ctx.needs_input_grad[2]:
-                d_values = _spread(grad, weights, k)
-            if ctx.needs_input_grad[0]:
-                dw = _correlate(grad, values, k)
-                if d_weights is not None:
-                    dw.add_(d_weights)
-        elif ctx.needs_input_grad[0] and d_weights is not None:
-            dw = d_weights.clone()
-        if dw is None:
-            return None, None, d_values, None
-        return softmax_backward_(dw, weights).to(ctx.dtype), None, d_values, None
+        d_values, dw = [], None
+        for v, grad, need in zip(values, grads, ctx.needs_input_grad[3:]):
+            grad = None if grad is None else grad.contiguous()
+            d_values.append(_spread(grad, weights, k) if need and grad is not None else None)
+            if ctx.needs_input_grad[0] and grad is not None:
+                dw = _correlate(grad, v, k, out=dw)
+        if ctx.needs_input_grad[0] and d_weights is not None:
+            dw = d_weights.clone() if dw is None else dw.add_(d_weights)
+        d_logits = None if dw is None else softmax_backward_(dw, weights).to(ctx.dtype)
+        return (d_logits, None, None, *d_values)

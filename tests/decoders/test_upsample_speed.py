@@ -146,7 +146,7 @@ def randomised(up):
     return up.double()
 
 
-def compare(name, options, in_c, out_c, s, low, target, guide_size=None, guide_c=None):
+def compare(name, options, in_c, out_c, s, low, target, guide_size=None, guide_c=None, guide_grad=True):
     """Forward and every gradient of the fast module equal the reference's."""
     up = randomised(make_upsampler({"name": name, **options}, in_c, out_c, s,
                                    **({"guide_channels": guide_c} if guide_c else {})))
@@ -155,7 +155,7 @@ def compare(name, options, in_c, out_c, s, low, target, guide_size=None, guide_c
     inputs = {}
     if guide_c:
         inputs["guide"] = torch.randn(2, guide_c, *(guide_size or target), dtype=torch.float64,
-                                      requires_grad=True)
+                                      requires_grad=guide_grad)
     probe = torch.randn(2, out_c, *target, dtype=torch.float64)
     results = []
     for fn in (lambda: up(x, output_size=target, **inputs),
@@ -287,6 +287,53 @@ def test_freqfusion_code_paths_equal_the_reference(monkeypatch, path):
         with torch.no_grad():
             torch.testing.assert_close(up(x, guide=g, output_size=(11, 14)),
                                        ref_freqfusion(up, x, g, (11, 14)), rtol=1e-9, atol=1e-9)
+
+
+def test_freqfusion_with_a_guide_that_needs_no_gradient_equals_the_reference():
+    """The U-Net's last step: the guide is the image, so no gradient of the values the
+    high-pass kernels reassemble, nor of the guide's compression, is wanted."""
+    compare("freqfusion", {}, 6, 4, 2, (6, 7), (11, 14), guide_c=3, guide_grad=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_softmax_reassemble_spends_biased_logits_of_the_values_dtype(dtype):
+    """Biased logits are overwritten by their softmax (no fresh buffer) where their dtype is
+    the values'; otherwise they are left as they are. Either way: the plain functions' values."""
+    from decoders import local_ops
+    torch.manual_seed(5)
+    logits = torch.randn(2, 9, 4, 5, 6, dtype=dtype)
+    values = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    before = logits.clone()
+    weights, out = local_ops.softmax_reassemble(logits, [values], 3, biased=True)
+    want = before.softmax(1).double()
+    torch.testing.assert_close(weights, want)
+    torch.testing.assert_close(out, local_ops.reassemble(values, want, 3))
+    assert weights is logits if dtype == torch.float64 else torch.equal(logits, before)
+
+
+@pytest.mark.parametrize("used", [(True, True, True), (False, True, False), (True, False, True)])
+def test_softmax_reassemble_of_several_values_equals_plain_autograd(monkeypatch, used):
+    """Each of the values reassembled apart, the kernels' gradient summed over them in one
+    buffer (with that of the kernels themselves, where they feed a loss), unused outputs skipped."""
+    from decoders import local_ops
+    torch.manual_seed(6)
+    logits = torch.randn(2, 9, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    values = [torch.randn(2, c, 5, 6, dtype=torch.float64, requires_grad=True) for c in (3, 2)]
+    prior = torch.randn(9, dtype=torch.float64)
+    probes = [torch.randn(2, c, 4, 5, 6, dtype=torch.float64) for c in (9, 3, 2)]
+    grads = []
+    for tracing in (False, True):  # the unfold form under tracing: plain autograd
+        monkeypatch.setattr(local_ops, "_tracing", lambda tracing=tracing: tracing)
+        outs = local_ops.softmax_reassemble(logits, values, 3, prior)
+        sum(((o * p).sum() for o, p, u in zip(outs, probes, used) if u)).backward()
+        grads.append([t.grad for t in (logits, *values)])
+        for t in (logits, *values):
+            t.grad = None
+    for fast, ref in zip(*grads):
+        if ref is None:
+            assert fast is None
+        else:
+            torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-9)
 
 
 def test_freqfusion_gradients_of_a_plain_sum_equal_the_reference():
