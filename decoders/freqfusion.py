@@ -80,7 +80,8 @@ other jobs, torch 2.14.1, one thread; ``python -m zoo benchmark --upsamplers
 --arch unet --encoder resnet18 --size 360 480 --batch 2 --iters 3 --warmup 1
 --threads 1 --num-classes 12 --upsample bilinear freqfusion``): CPU time 2.00x
 -> 1.72x (1.69x to 1.76x over five runs) -> 1.57x (twice, in runs alternating with
-the previous code's, which gave 1.66x and 1.64x there) with the kernels written over
+the previous code's, which gave 1.66x and 1.64x there; 1.66x, 1.72x and 1.69x in three
+later runs, 09:55 UTC, while a full-resolution training shared the machine) with the kernels written over
 their logits, the parts of the shared reassembly reassembled apart (no
 concatenation of their gradients), the softmax and reassembly of the high-pass
 kernels in one step, the out-of-image mask from a row and a column test and the
