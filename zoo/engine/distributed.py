@@ -182,6 +182,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank; ``[obj]`` outside torch.distributed."""
+    if not initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 @torch.no_grad()
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     """Give every rank rank `src`'s buffers (BatchNorm running statistics).

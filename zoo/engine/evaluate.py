@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from zoo.data.base import IGNORE_INDEX
 
 from .boundary import BoundaryMetrics
+from .distributed import gather_objects
 from .metrics import ConfusionMatrix
 
 Size = Union[int, Tuple[int, int]]
@@ -202,6 +203,12 @@ def evaluate(model: nn.Module, loader, *, num_classes: int,
     result.update(bm.compute(class_names))
     result["protocol"] = {"mode": mode, "crop_size": _list(crop_size), "stride": _list(stride),
                           "scales": [float(s) for s in scales], "flip": bool(flip),
-                          "frame_size": list(next(iter(sizes))) if len(sizes) == 1 else None}
+                          "frame_size": _one_size(sizes)}
     result["confusion"] = cm.matrix.tolist()
     return result
+
+
+def _one_size(sizes: set) -> list | None:
+    """The one (h, w) every rank's frames share, else None."""
+    every = {tuple(size) for part in gather_objects(sorted(sizes)) for size in part}
+    return list(next(iter(every))) if len(every) == 1 else None
