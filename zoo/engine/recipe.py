@@ -111,6 +111,8 @@ class TrainConfig(_Section):
     channels_last: AUTO_ON_OFF = "auto"
     compile: AUTO_ON_OFF = "auto"
     grad_clip: Optional[PosFloat] = None
+    # Score, checkpoint and ship an exponential moving average of the weights (zoo/engine/ema.py).
+    ema_decay: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     deterministic: bool = False
     sync_bn: bool = False
     log_interval: PosInt = 20

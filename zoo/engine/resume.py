@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from zoo.engine.ema import load_ema_state
 from zoo.engine.optim import ScheduleChangeError, restore_scheduler
 from zoo.engine.recipe import RecipeError, recipe_to_dict
 from zoo.hub import formats as ckpt
@@ -32,7 +33,7 @@ _OPTIMIZER_KEYS = {"momentum": "train.momentum", "weight_decay": "train.weight_d
 # Recipe keys (and every key under them) that a resumed run cannot follow: the weights
 # would not load, or would go on meaning or learning something else than the recipe says.
 FIXED_KEYS = ("model", "data.dataset", "data.options", "data.ignore_index", "data.mean", "data.std",
-              "train.loss", "train.class_weights", "train.aux_weight")
+              "train.loss", "train.class_weights", "train.aux_weight", "train.ema_decay")
 
 
 @dataclass
@@ -142,15 +143,18 @@ def _as_seq(v):
 
 
 def restore(ckpt_dir: Path, *, model, optimizer, scheduler, scaler, recipe, device,
-            main: bool = True) -> Resumed:
-    """Load the newest readable checkpoint into the given parts; `main` (rank 0)
-    alone rewrites pointers."""
+            main: bool = True, ema=None) -> Resumed:
+    """Load the newest readable checkpoint into the given parts (with ``ema``, its weights are the
+    average's: `zoo/engine/ema.py`); `main` (rank 0) alone rewrites pointers."""
     path, weights, state, notes = _newest_readable(Path(ckpt_dir), device, main)
     t = recipe.train
     if state["iteration"] > t.iters:
         raise RecipeError(f"train.iters ({t.iters}) is below the iteration the run in "
                           f"{Path(ckpt_dir).parent} has reached ({state['iteration']})")
-    model.load_state_dict(weights)
+    if ema is None:
+        model.load_state_dict(weights)
+    else:
+        load_ema_state(model, ema, weights, state.get("ema"), str(path))
     _check_optimizer(optimizer, state["optimizer"], recipe, path)
     optimizer.load_state_dict(state["optimizer"])
     try:

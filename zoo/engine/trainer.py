@@ -2,7 +2,8 @@
 
 `train(recipe, run_dir)` builds data, model, loss and optimiser from the
 recipe, then loops: forward (AMP), loss (+ auxiliary), non-finite check,
-backward, clip, step, schedule. It evaluates every `eval.interval`
+backward, clip, step, schedule (and, with `train.ema_decay`, an average of the
+weights, which it scores and saves: `zoo/engine/ema.py`). It evaluates every `eval.interval`
 iterations, checkpoints every `train.checkpoint_interval` (and keeps the
 best by val mIoU), also every `train.checkpoint_minutes` and on Ctrl-C (after
 the step under way), and writes `eval.json` and pictures at the end. It holds
@@ -39,6 +40,7 @@ from zoo.data import make_dataset
 from zoo.engine import distributed as D
 from zoo.engine import rundir
 from zoo.engine.data import SeededSamples, StreamSampler, ignore_sigint, loader_workers, val_loader
+from zoo.engine.ema import ema_state, make_ema
 from zoo.engine.evaluate import evaluate
 from zoo.engine.logging import RunLogger
 from zoo.engine.losses import build_criterion
@@ -140,6 +142,8 @@ class Trainer:
             self.model = D.sync_batchnorm(self.model, self.device, self.dist)
         if self.speed["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = make_ema(self.model, t.ema_decay)
+        self.scored = self.model if self.ema is None else self.ema.module  # evaluated, saved, shipped
         self.criterion = build_criterion(recipe, self.train_set, self.device)
 
         self.optimizer = build_optimizer(self.model, name=t.optimizer, lr=t.lr,
@@ -185,13 +189,14 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "iteration": iteration,
                 "samples_seen": self.samples_seen, "best_miou": self.best_miou,
-                "world_size": self.dist.world_size}
+                "world_size": self.dist.world_size,
+                **({} if self.ema is None else {"ema": ema_state(self.model, self.ema)})}
 
     def save(self, iteration: int, pointers: tuple[str, ...]) -> None:
-        D.broadcast_buffers(self.model)
+        D.broadcast_buffers(self.scored)
         if self.dist.is_main:
             path = ckpt.save_checkpoint(self.ckpt_dir, f"iter_{iteration:06d}",
-                                        model_state=self.model.state_dict(), meta=self._meta(iteration),
+                                        model_state=self.scored.state_dict(), meta=self._meta(iteration),
                                         train_state=self._train_state(iteration))
             for p in pointers:
                 info = {"iteration": iteration}
@@ -204,7 +209,8 @@ class Trainer:
 
     def _resume(self) -> None:
         r = restore(self.ckpt_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                    scaler=self.scaler, recipe=self.recipe, device=self.device, main=self.dist.is_main)
+                    scaler=self.scaler, recipe=self.recipe, device=self.device, main=self.dist.is_main,
+                    ema=self.ema)
         set_rng_state(r.rng)
         self.start_iter, self.samples_seen, self.best_miou = r.iteration, r.samples_seen, r.best_miou
         self.saved_at = (self.start_iter, time.monotonic())
@@ -329,14 +335,16 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.samples_seen += self.global_batch
         return loss, t_data, time.perf_counter() - t0
 
-    def evaluate(self) -> dict:
-        e = self.recipe.eval
-        D.broadcast_buffers(self.model)  # one model on all ranks, whose shards are summed
+    def evaluate(self, model: nn.Module | None = None) -> dict:
+        e, model = self.recipe.eval, model or self.scored
+        D.broadcast_buffers(model)  # one model on all ranks, whose shards are summed
         loader = val_loader(self.val_set, self.recipe.data, e, self.dist)
-        return evaluate(self.model, loader, num_classes=len(self.classes), class_names=self.classes,
+        return evaluate(model, loader, num_classes=len(self.classes), class_names=self.classes,
                         ignore_index=self.ignore_index, device=self.device, mode=e.mode, crop_size=e.crop_size,
                         stride=e.stride, scales=tuple(e.scales), flip=e.flip)
 
@@ -346,10 +354,14 @@ class Trainer:
         last = ckpt.resolve(self.ckpt_dir, "last")
         result = {**self.last_eval, "iteration": self.recipe.train.iters, "best_mIoU": self.best_miou,
                   "checkpoint": str(last)}
+        if self.ema is not None:  # what the average gained, measured on the same run
+            raw = self.evaluate(self.model)
+            result["without_ema"] = {k: v for k, v in raw.items() if k in ("mIoU", "pixel_acc", "per_class_iou")}
+            log.info(f"without the average (train.ema_decay): val mIoU {raw['mIoU']:.4f}")
         if self.dist.is_main:
             result["weights_sha256"] = ckpt.weights_sha256(last)  # the weights scored (publish --eval)
             atomic_write_json(self.run_dir / "eval.json", result)
-            pictures = write_pictures(self.model, self.val_set, self.run_dir / "pictures",
+            pictures = write_pictures(self.scored, self.val_set, self.run_dir / "pictures",
                                       self.last_eval, self.classes, self.device,
                                       self.recipe.log.num_images, eval_protocol(self.recipe.eval))
             log.images(self.recipe.train.iters - 1, pictures)
