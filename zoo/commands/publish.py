@@ -9,6 +9,8 @@ regenerate MODEL_CARD.md's entries.
     segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
     segzoo publish --validation fcn8s_resnet10t_camvid runs/fcn8s_drives/eval-val-whole-calibrated.json \
         --command "segzoo train recipes/fcn8s_resnet10t_camvid.yaml data.options.holdout=drives ..."
+    segzoo publish --validation pspnet_resnet10t_camvid runs/pspnet_drives/eval-val-whole-s1.json \
+        --adopt-protocol          # eval scale 1.0, chosen on the holdout, becomes the entry's
 
 --ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
 docs/entries/<entry>/ pictures and the card's entries; an existing entry is replaced only
@@ -48,6 +50,11 @@ def main(argv=None, prog=None):
     p.add_argument("--validation", nargs=2, metavar=("ENTRY", "EVAL_JSON"),
                    help="record on a shipped entry how its recipe, retrained with data.options.holdout, "
                         "scores on that holdout (an eval-*.json inside that run folder); --command says how")
+    p.add_argument("--adopt-protocol", action="store_true",
+                   help="with --validation: make the evaluation's protocol (eval scales, flip), chosen on the "
+                        "holdout, the entry's, and score its weights on val under it again")
+    p.add_argument("--data-root", default=None, help="with --adopt-protocol: the data set's folder "
+                                                     "(default: the entry recipe's data.root)")
     p.add_argument("--card", nargs="?", const="MODEL_CARD.md", metavar="PATH",
                    help="regenerate the card's entries section (default MODEL_CARD.md); "
                         "with --ship, the card to update")
@@ -57,8 +64,10 @@ def main(argv=None, prog=None):
         from zoo.lab.ship import record_validation
         name, eval_file = args.validation
         v = run(record_validation, name, eval_file, command=args.command, machine_name=args.machine,
-                weights_dir=args.weights_dir, card=args.card)
-        print(f"{name}: holdout {v['holdout']} mIoU {_num(v['mIoU'])} recorded; card updated")
+                weights_dir=args.weights_dir, card=args.card, adopt_protocol=args.adopt_protocol,
+                data_root=args.data_root)
+        adopted = "; its protocol adopted, val re-scored" if args.adopt_protocol else ""
+        print(f"{name}: holdout {v['holdout']} mIoU {_num(v['mIoU'])} recorded{adopted}; card updated")
         return
     modes = [bool(args.ship), bool(args.out), bool(args.push_to_hub)]
     if sum(modes) > 1 or (sum(modes) == 1 and not args.source) or (not any(modes) and args.card is None):

@@ -242,18 +242,22 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
             "card": card, "pictures": len(entry.pictures)}
 
 
-def record_validation(name: str, eval_file, *, command: str = "", machine_name: str = "", weights_dir=None,
-                      card=None) -> dict:
-    """Record on entry `name` how its recipe does on frames of other sequences: `eval_file` is
-    an evaluation (`segzoo eval`, calibrated or not) of a run of the entry's architecture trained
-    with `data.options.holdout` (its recipe.yaml beside it says which), scored on that holdout.
-    The card shows it beside the val figure; the weights are not touched."""
-    weights_dir = Path(weights_dir or entries.SHIPPED_INDEX.parent)
-    card = Path(card or REPO / "MODEL_CARD.md")
-    shipped = read_shipped(weights_dir)
-    if name not in shipped:
-        raise ShipError(f"--validation {name}: no shipped entry of that name in {weights_dir / 'index.json'}")
-    eval_file = Path(eval_file)
+PROTOCOL_KEYS = ("mode", "crop_size", "stride", "scales", "flip")
+
+
+def _protocol(p: dict | None) -> dict:
+    """The settings of an evaluation protocol that change the figure (not the frame size)."""
+    p = {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0], "flip": False} | (p or {})
+    return {k: list(p[k]) if isinstance(p[k], (list, tuple)) else p[k] for k in PROTOCOL_KEYS}
+
+
+def _show_protocol(p: dict) -> str:
+    return f"scales {p['scales']}, flip {p['flip']}, mode {p['mode']}"
+
+
+def _holdout_record(name: str, eval_file: Path, shipped: dict, command: str, machine_name: str) -> tuple[dict, dict]:
+    """(the validation record, the evaluation's protocol) of `eval_file`, refused unless it is the
+    entry's architecture trained with `data.options.holdout` and scored on that holdout."""
     result = json.loads(eval_file.read_text())
     recipe_file = eval_file.parent / "recipe.yaml"
     if not recipe_file.is_file():
@@ -275,6 +279,64 @@ def record_validation(name: str, eval_file, *, command: str = "", machine_name: 
     validation = {"holdout": holdout, "mIoU": result["mIoU"], "per_class_iou": result["per_class_iou"],
                   "calibrated": "logit_bias" in result, "command": command,
                   "machine": machine_name or machine(), "date": date.strftime("%Y-%m-%d")}
-    write_index(weights_dir, {**shipped, name: dataclasses.replace(entry, validation=validation)})
+    return validation, _protocol(result.get("protocol") or entry.eval_protocol)
+
+
+def record_validation(name: str, eval_file, *, command: str = "", machine_name: str = "", weights_dir=None,
+                      card=None, adopt_protocol: bool = False, data_root: str | None = None,
+                      evaluate=None) -> dict:
+    """Record on entry `name` how its recipe does on frames of other sequences: `eval_file` is
+    an evaluation (`segzoo eval`, calibrated or not) of a run of the entry's architecture trained
+    with `data.options.holdout` (its recipe.yaml beside it says which), scored on that holdout
+    under the entry's evaluation protocol. The card shows it beside the val figure; the weights
+    are not touched.
+
+    ``adopt_protocol``: the evaluation's protocol (eval scales, flip) was chosen on that holdout
+    and becomes the entry's: its shipped weights are scored on val under it again (``evaluate``,
+    default `zoo.inference.score.evaluate_run`, with ``data_root``) for the card's val figure,
+    and the notes say what the holdout figure was under the protocol it replaces."""
+    weights_dir = Path(weights_dir or entries.SHIPPED_INDEX.parent)
+    card = Path(card or REPO / "MODEL_CARD.md")
+    shipped = read_shipped(weights_dir)
+    if name not in shipped:
+        raise ShipError(f"--validation {name}: no shipped entry of that name in {weights_dir / 'index.json'}")
+    eval_file = Path(eval_file)
+    validation, protocol = _holdout_record(name, eval_file, shipped, command, machine_name)
+    entry = shipped[name]
+    stored = _protocol(entry.eval_protocol)
+    if protocol == stored:
+        entry = dataclasses.replace(entry, validation=validation)
+    elif not adopt_protocol:
+        raise ShipError(f"{eval_file}: scored under {_show_protocol(protocol)}, not entry {name}'s protocol "
+                        f"({_show_protocol(stored)}); evaluate the run under the entry's, or make this "
+                        "protocol the entry's with --adopt-protocol")
+    else:
+        entry = _adopt(entry, protocol, validation, data_root, evaluate)
+    write_index(weights_dir, {**shipped, name: entry})
     card_mod.update_card(card, read_shipped(weights_dir))
     return validation
+
+
+def _adopt(entry: hub.Entry, protocol: dict, validation: dict, data_root, evaluate) -> hub.Entry:
+    if evaluate is None:
+        from zoo.inference.score import evaluate_run as evaluate
+    result = evaluate(entry.name, mode=protocol["mode"], crop_size=protocol["crop_size"],
+                      stride=protocol["stride"], scales=protocol["scales"], flip=protocol["flip"],
+                      data_root=data_root)
+    frame = (result.get("protocol") or {}).get("frame_size")
+    old, before = _protocol(entry.eval_protocol), entry.validation
+    was = (f" ({_num(before['mIoU'])} under the {_show_protocol(old)} it replaces)"
+           if before and before.get("holdout") == validation["holdout"] else f" (it replaces {_show_protocol(old)})")
+    note = (f"Evaluation protocol chosen on the `holdout: {validation['holdout']}` validation: "
+            f"{_num(validation['mIoU'])} there{was}; val re-scored under it "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+            + ("; the flip doubles what `zoo.predict` costs against the latency above." if protocol["flip"]
+               and not old["flip"] else "."))
+    return dataclasses.replace(
+        entry, validation=validation, notes=" ".join(n for n in (entry.notes, note) if n),
+        eval_protocol=protocol | ({"frame_size": list(frame)} if frame else {}),
+        metrics={k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou") if k in result})
+
+
+def _num(v) -> str:
+    return f"{float(v):.3f}"
