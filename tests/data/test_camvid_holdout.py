@@ -47,6 +47,14 @@ def test_without_holdout_the_lists_are_read_as_they_are(tree):
     assert names(build_dataset("camvid", tree, "val")) == VAL
 
 
+def test_trainval_is_both_lists_unless_a_list_file_names_it(tree):
+    assert names(build_dataset("camvid", tree, "trainval")) == sorted(TRAIN + VAL)
+    (tree / "trainval.txt").write_text(f"train/{TRAIN[0]}.png trainannot/{TRAIN[0]}.png\n")
+    assert names(build_dataset("camvid", tree, "trainval")) == [TRAIN[0]]
+    with pytest.raises(ValueError, match="holdout='drives' defines the train and val splits only, not 'trainval'"):
+        build_dataset("camvid", tree, "trainval", holdout="drives")
+
+
 @pytest.mark.parametrize("holdout, split, message", [
     ("Seq05VD", "val", r"holdout='Seq05VD': no such sequence .*0001TP, 0006R0, 0016E5"),
     ("0006R0", "test", r"holdout='0006R0' defines the train and val splits only, not 'test'"),

@@ -27,6 +27,9 @@ other two 367). `holdout="drives"` is `DRIVES`: the later half of the dusk seque
 0001TP and the first drive of 0016E5 (frames up to 2400, half an hour of video
 before the rest), about as the unseen frames users meet are later frames of a
 recorded route and other drives. The test list is never read.
+
+`trainval` (without a holdout, where no trainval.txt exists) is train.txt + val.txt: the
+frames a final model may be trained on once the holdout has chosen its recipe.
 """
 from __future__ import annotations
 
@@ -52,6 +55,9 @@ _LUT = make_lut({**{k: k for k in range(11)}, CAMVID_VOID: IGNORE_INDEX})
 BUFFER = 90  # frame numbers (30 fps): train keeps no frame within 3 s of a val frame of its sequence
 DRIVES = "0001TP:7620-,0016E5:-2400"
 PRESETS = {"drives": DRIVES}
+# Splits made of others where no list file names them: a final model trained on every frame a
+# recipe may use once the holdout has chosen the recipe (`data.train_split: trainval`).
+UNIONS = {"trainval": ("train", "val")}
 _ITEM = re.compile(r"^(?P<seq>[0-9A-Za-z]+)(?::(?P<lo>\d*)-(?P<hi>\d*))?$")
 
 
@@ -87,7 +93,9 @@ class CamVid(SegDataset):
         super().__init__(root, split, transform)
         require_dir(self.root, LAYOUT)
         self.holdout = holdout
-        if holdout is None:
+        if holdout is None and split in UNIONS and not (self.root / f"{split}.txt").is_file():
+            self.samples = [pair for part in UNIONS[split] for pair in self._read_list(part)]
+        elif holdout is None:
             self.samples = self._read_list(split)
         else:
             self.samples = self._sequence_split(split, holdout)
