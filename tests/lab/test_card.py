@@ -91,3 +91,19 @@ def test_model_card_agrees_with_the_shipped_index(monkeypatch):
     for entry in shipped.values():
         for picture in entry.pictures:
             assert (REPO / picture).is_file(), picture
+
+
+@pytest.mark.parametrize("data, expected", [
+    (None, "not recorded"),
+    ({"train_split": "train", "val_split": "val"}, "camvid's `train` split, not val's frames"),
+    ({"train_split": "trainval", "val_split": "val"},
+     "camvid's `trainval` split: val's frames included, so the val figure is not a held-out one"),
+    ({"train_split": "train", "val_split": "val", "options": {"holdout": "drives"}},
+     "camvid's `train` split, less the `holdout: drives` frames it was scored on"),
+])
+def test_card_says_which_frames_an_entry_was_trained_on(fake_index, data, expected):
+    row = _row("fcn_c", 0.5, "test_resnet", **({"recipe": {"data": data}} if data else {}))
+    index = json.loads(fake_index.read_text())
+    fake_index.write_text(json.dumps({**index, "entries": index["entries"] + [row]}))
+    e = entries.read_index(fake_index)["fcn_c"]
+    assert card.details(e)["Trained on"] == expected

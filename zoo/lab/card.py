@@ -68,6 +68,7 @@ def details(e: hub.Entry) -> dict:
                                            if v is not None and k != "logit_bias") + ")`",
         "Weights": f"{_where(e)} (sha256 `{e.sha256}`)" + (f", license {e.license}" if e.license else ""),
         "Classes": f"{e.dataset or 'unknown data'}, {e.num_classes}: {', '.join(e.classes)}",
+        "Trained on": trained_on(e),
         "Evaluation": protocol(e.eval_protocol),
         "Input": f"RGB scaled to [0, 1], normalised with mean {list(e.mean)} and std {list(e.std)}",
         "Pictures": ", ".join(pictures) or "none",
@@ -93,6 +94,21 @@ def details(e: hub.Entry) -> dict:
     if e.notes:
         out["Notes"] = e.notes
     return out
+
+
+def trained_on(e: hub.Entry) -> str:
+    """The frames the weights were trained on, from the entry's recipe (its last stage's)."""
+    data = (e.recipe or {}).get("data") or {}
+    if not data:
+        return "not recorded"
+    split, val = data.get("train_split", "train"), data.get("val_split", "val")
+    holdout = (data.get("options") or {}).get("holdout")
+    where = f"{e.dataset or data.get('dataset', 'its data set')}'s `{split}` split"
+    if holdout:
+        return f"{where}, less the `holdout: {holdout}` frames it was scored on"
+    if split in (val, "trainval"):
+        return f"{where}: val's frames included, so the val figure is not a held-out one"
+    return f"{where}, not val's frames"
 
 
 def _model(e: hub.Entry) -> str:
