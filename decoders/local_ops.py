@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from zoo.common.tracing import is_tracing as _tracing
+
 # The accumulator of one band of rows: 4 MiB, past a core's L2 cache but within the shared L3,
 # took 15-30% less time than 1 MiB in the U-Net's last step's loops (fewer calls, each longer).
 BAND_BYTES = 1 << 22
@@ -72,10 +74,6 @@ def neighbour_softmax(logits: Tensor, kernel_size: int, prior: Tensor | None = N
     one pass over the logits, and a backward pass that is the softmax's alone."""
     h, w = logits.shape[-2:]
     return (logits + neighbour_bias(h, w, kernel_size, prior, logits)).softmax(1)
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 def reassemble(values: Tensor, weights: Tensor, kernel_size: int) -> Tensor:

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from zoo.common.names import did_you_mean
+from zoo.common.tracing import is_tracing
 from zoo.hub import hf
 from zoo.hub.download import (  # noqa: F401
     ChecksumError,
@@ -133,7 +134,7 @@ def warn_on_other_sizes(model: nn.Module, name: str, size: tuple[int, int]) -> N
 
     def check(module, args):
         x = args[0] if args else None
-        if module.training or told or not isinstance(x, torch.Tensor) or _tracing():
+        if module.training or told or not isinstance(x, torch.Tensor) or is_tracing():
             return
         if tuple(x.shape[-2:]) != tuple(size):
             told.append(True)
@@ -147,10 +148,6 @@ def warn_on_other_sizes(model: nn.Module, name: str, size: tuple[int, int]) -> N
                           stacklevel=5)
 
     model.register_forward_pre_hook(check)
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 def create_from_hub(source: str, pretrained: bool = False, sha256: str | None = None, **kwargs) -> nn.Module:
