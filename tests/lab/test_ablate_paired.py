@@ -226,6 +226,19 @@ def test_paired_cpu_grid_file():
     assert fcn["fc_channels"] == 64 and fcn.get("decoder_channels") is None
 
 
+def test_the_report_says_where_it_scores_and_counts_what_is_left():
+    from zoo.lab.ablate.report import _not_finished, _protocol
+    ablation = load_ablation(REPO / "recipes" / "ablation_camvid_paired_cpu.yaml")
+    first = _protocol(ablation, [])[0]
+    assert ("data `camvid` (`camvid`, holdout: drives), trained on `train`, scored on `val` as `holdout: "
+            "drives` draws it (frames of other sequences)") in first
+    left = [c for c in ablation.cells if not (c.arch == "unet" and c.seed == 0 and c.upsample in ("bilinear", "sapa"))]
+    line = _not_finished(left, len(ablation.cells))
+    assert line.startswith("Not finished (left out): 70 of 72 cells, by architecture and upsampler (seeds missing): "
+                           "unet: bilinear 2, nearest 3, ")
+    assert "sapa 2" in line and "; fcn8s: bilinear 3, " in line and "unet-resnet10t" not in line
+
+
 # ----------------------------------------------------------------------------- the paired design
 
 AUGMENT = [
