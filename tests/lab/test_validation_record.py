@@ -128,6 +128,8 @@ def test_adopting_the_holdouts_protocol_rescores_val_under_it(tmp_path, shipped)
     assert entry.pretrained_cfg()["flip"] is True and entry.input_size == (360, 480)
     assert ("Evaluation protocol chosen on the `holdout: drives` validation: 0.516 there (0.492 under the "
             "scales [0.5], flip False, mode whole it replaces)") in entry.notes
+    assert (f"val re-scored under it by `segzoo publish --validation {NAME} <run>/eval-val-whole-calibrated.json "
+            "--adopt-protocol` (") in entry.notes
     text = card.read_text()
     row = next(line for line in text.splitlines() if line.startswith(f"| `{NAME}`"))
     assert " | 0.612 | 0.516 (drives) | " in row

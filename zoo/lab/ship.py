@@ -311,13 +311,13 @@ def record_validation(name: str, eval_file, *, command: str = "", machine_name: 
                         f"({_show_protocol(stored)}); evaluate the run under the entry's, or make this "
                         "protocol the entry's with --adopt-protocol")
     else:
-        entry = _adopt(entry, protocol, validation, data_root, evaluate)
+        entry = _adopt(entry, protocol, validation, data_root, evaluate, eval_file.name)
     write_index(weights_dir, {**shipped, name: entry})
     card_mod.update_card(card, read_shipped(weights_dir))
     return validation
 
 
-def _adopt(entry: hub.Entry, protocol: dict, validation: dict, data_root, evaluate) -> hub.Entry:
+def _adopt(entry: hub.Entry, protocol: dict, validation: dict, data_root, evaluate, eval_name: str) -> hub.Entry:
     if evaluate is None:
         from zoo.inference.score import evaluate_run as evaluate
     result = evaluate(entry.name, mode=protocol["mode"], crop_size=protocol["crop_size"],
@@ -325,18 +325,16 @@ def _adopt(entry: hub.Entry, protocol: dict, validation: dict, data_root, evalua
                       data_root=data_root)
     frame = (result.get("protocol") or {}).get("frame_size")
     old, before = _protocol(entry.eval_protocol), entry.validation
-    was = (f" ({_num(before['mIoU'])} under the {_show_protocol(old)} it replaces)"
+    num = card_mod._num
+    was = (f" ({num(before['mIoU'])} under the {_show_protocol(old)} it replaces)"
            if before and before.get("holdout") == validation["holdout"] else f" (it replaces {_show_protocol(old)})")
     note = (f"Evaluation protocol chosen on the `holdout: {validation['holdout']}` validation: "
-            f"{_num(validation['mIoU'])} there{was}; val re-scored under it "
-            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+            f"{num(validation['mIoU'])} there{was}; val re-scored under it by `segzoo publish --validation "
+            f"{entry.name} <run>/{eval_name} --adopt-protocol` ({validation['machine']}, "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d})"
             + ("; the flip doubles what `zoo.predict` costs against the latency above." if protocol["flip"]
                and not old["flip"] else "."))
     return dataclasses.replace(
         entry, validation=validation, notes=" ".join(n for n in (entry.notes, note) if n),
         eval_protocol=protocol | ({"frame_size": list(frame)} if frame else {}),
         metrics={k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou") if k in result})
-
-
-def _num(v) -> str:
-    return f"{float(v):.3f}"
