@@ -150,3 +150,14 @@ def test_evaluate_skips_the_ignore_index_it_is_given():
     out = evaluate(Oracle(), [batch], num_classes=K, ignore_index=2)
     assert out["num_pixels"] == int((batch["mask"] != 2).sum() - 2)  # 255 is out of range: skipped too
     assert out["per_class_iou"]["2"] is None and out["mIoU"] == 1.0  # class 2 neither counted nor predicted
+
+
+def test_a_stored_protocol_gets_the_defaults_of_weights_stored_without_one():
+    from zoo.engine.evaluate import stored_protocol
+
+    assert stored_protocol(None) == {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0],
+                                     "flip": False}
+    got = stored_protocol({"scales": (0.5, 0.75), "flip": True, "stride": None, "frame_size": (360, 480)})
+    assert got == {"mode": "whole", "crop_size": None, "stride": None, "scales": [0.5, 0.75], "flip": True,
+                   "frame_size": (360, 480)}
+    assert stored_protocol({"mode": "slide", "crop_size": (4, 4), "scales": None})["scales"] == [1.0]

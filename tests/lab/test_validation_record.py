@@ -94,9 +94,8 @@ FULL_FRAME = {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0
 def test_a_figure_under_another_protocol_than_the_entrys_is_refused(tmp_path, shipped):
     weights, card = shipped
     before = (weights / "index.json").read_text()
-    with pytest.raises(ShipError, match=r"scored under scales \[1.0\], flip False, mode whole, not entry "
-                                        r"fcn8s_resnet10t_camvid's protocol \(scales \[0.5\], flip False, "
-                                        r"mode whole\); .* with --adopt-protocol"):
+    with pytest.raises(ShipError, match=r"scored under whole, scale 1, not entry fcn8s_resnet10t_camvid's "
+                                        r"protocol \(whole, scales 0.5\); .* with --adopt-protocol"):
         record_validation(NAME, _run(tmp_path, protocol=FULL_FRAME), weights_dir=weights, card=card)
     assert (weights / "index.json").read_text() == before
     same = {**FULL_FRAME, "scales": [0.5]}  # the entry's own: recorded, frame size aside
@@ -127,7 +126,7 @@ def test_adopting_the_holdouts_protocol_rescores_val_under_it(tmp_path, shipped)
     assert entry.metrics["mIoU"] == 0.6123 and entry.validation == v and v["mIoU"] == 0.5156
     assert entry.pretrained_cfg()["flip"] is True and entry.input_size == (360, 480)
     assert ("Evaluation protocol chosen on the `holdout: drives` validation: 0.516 there (0.492 under the "
-            "scales [0.5], flip False, mode whole it replaces)") in entry.notes
+            "protocol it replaces: whole, scales 0.5)") in entry.notes
     assert (f"val re-scored under it by `segzoo publish --validation {NAME} <run>/eval-val-whole-calibrated.json "
             "--adopt-protocol` (") in entry.notes
     text = card.read_text()

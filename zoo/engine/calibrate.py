@@ -27,7 +27,7 @@ from zoo.common.fileio import atomic_write_json
 from zoo.data import make_dataset
 from zoo.engine.data import spread
 from zoo.engine.distributed import device_for
-from zoo.engine.evaluate import evaluate, protocol_args
+from zoo.engine.evaluate import evaluate, protocol_args, stored_protocol
 from zoo.engine.losses import class_weights
 from zoo.engine.sources import load_source, require_recipe
 
@@ -92,7 +92,7 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen), batch_size=1,
                                          num_workers=min(recipe.data.num_workers, 2))
     meta = src.meta
-    protocol = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
+    protocol = stored_protocol(meta.get("eval_protocol"))
     rows = []
     for alpha in alphas:
         src.model.set_logit_bias(prior_bias(weights.tolist(), alpha))

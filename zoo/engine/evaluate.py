@@ -84,6 +84,19 @@ def slide_window(crop_size: Optional[Size], stride: Optional[Size] = None):
     return crop, step
 
 
+PROTOCOL_KEYS = ("mode", "crop_size", "stride", "scales", "flip")
+DEFAULT_PROTOCOL = {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0], "flip": False}
+
+
+def stored_protocol(protocol: dict | None) -> dict:
+    """A stored eval protocol (`meta.json`'s `eval_protocol`, an entry's, an `eval.json`'s) with
+    the settings that change the figure filled in where it has none: weights stored without one
+    were scored whole, at scale 1, without flip. Sequences as lists; other keys (``frame_size``)
+    kept as they are."""
+    p = DEFAULT_PROTOCOL | {k: v for k, v in (protocol or {}).items() if v is not None or k not in PROTOCOL_KEYS}
+    return {k: list(v) if k in PROTOCOL_KEYS and isinstance(v, (list, tuple)) else v for k, v in p.items()}
+
+
 def protocol_args(protocol: dict) -> dict:
     """A stored eval protocol (`meta.json`'s `eval_protocol`, an entry's) as the keywords
     of `predict_logits` and `evaluate`; missing keys take their defaults."""

@@ -13,7 +13,7 @@ from zoo.data import make_dataset
 from zoo.engine.calibrate import read_calibration
 from zoo.engine.data import loader_workers
 from zoo.engine.distributed import device_for
-from zoo.engine.evaluate import evaluate, protocol_args
+from zoo.engine.evaluate import evaluate, protocol_args, stored_protocol
 from zoo.engine.sources import load_source, require_recipe
 from zoo.engine.visualize import write_pictures
 from zoo.hub.formats import CALIBRATED_PICTURES, resolve_run, weights_sha256
@@ -72,7 +72,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     if backend != "torch" or precision != "fp32":  # ONNX Runtime on the CPU (zoo/inference/deploy.py)
         model = backend_model(src, source, backend=backend, precision=precision, threads=threads,
                               data_root=data_root, pointer=pointer)
-    stored = dict(meta.get("eval_protocol") or {"mode": "whole", "scales": [1.0], "flip": False})
+    stored = stored_protocol(meta.get("eval_protocol"))
     protocol = dict(stored)
     for key, value in dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip).items():
         if value is not None:

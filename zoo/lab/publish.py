@@ -140,7 +140,7 @@ def hub_card(config: dict, repo_id: str, digest: str) -> str:
              "digest pins the configuration and the weights. Input: RGB scaled to [0, 1], normalised with mean "
              f"{config['mean']} and std {config['std']}.", "",
              "## Metrics", "",
-             f"Evaluation: {_protocol_text(config.get('eval_protocol') or {})}.", "",
+             f"Evaluation: {protocol(config.get('eval_protocol') or {})}.", "",
              "| mIoU | pixel acc | mean acc |", "| --- | --- | --- |",
              f"| {_fmt(m.get('mIoU'))} | {_fmt(m.get('pixel_acc'))} | {_fmt(m.get('mean_acc'))} |", "",
              "| class | IoU |", "| --- | --- |"]
@@ -150,10 +150,6 @@ def hub_card(config: dict, repo_id: str, digest: str) -> str:
         lines += ["", "## Recipe (resolved)", "", "```yaml",
                   yaml.safe_dump(config["recipe"], sort_keys=False).strip(), "```"]
     return "\n".join(lines) + "\n"
-
-
-def _protocol_text(p: dict) -> str:
-    return protocol(p)
 
 
 def _fmt(v) -> str:

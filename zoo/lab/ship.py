@@ -23,6 +23,7 @@ import yaml
 
 from zoo.common.fileio import atomic_write_json
 from zoo.common.machine import describe
+from zoo.engine.evaluate import PROTOCOL_KEYS, stored_protocol
 from zoo.hub import entries
 from zoo.hub import load as hub
 from zoo.hub.formats import CALIBRATED_PICTURES, load_meta, resolve_run, weights_sha256
@@ -242,17 +243,10 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
             "card": card, "pictures": len(entry.pictures)}
 
 
-PROTOCOL_KEYS = ("mode", "crop_size", "stride", "scales", "flip")
-
-
 def _protocol(p: dict | None) -> dict:
     """The settings of an evaluation protocol that change the figure (not the frame size)."""
-    p = {"mode": "whole", "crop_size": None, "stride": None, "scales": [1.0], "flip": False} | (p or {})
-    return {k: list(p[k]) if isinstance(p[k], (list, tuple)) else p[k] for k in PROTOCOL_KEYS}
-
-
-def _show_protocol(p: dict) -> str:
-    return f"scales {p['scales']}, flip {p['flip']}, mode {p['mode']}"
+    p = stored_protocol(p)
+    return {k: p[k] for k in PROTOCOL_KEYS}
 
 
 def _holdout_record(name: str, eval_file: Path, shipped: dict, command: str, machine_name: str) -> tuple[dict, dict]:
@@ -307,8 +301,8 @@ def record_validation(name: str, eval_file, *, command: str = "", machine_name: 
     if protocol == stored:
         entry = dataclasses.replace(entry, validation=validation)
     elif not adopt_protocol:
-        raise ShipError(f"{eval_file}: scored under {_show_protocol(protocol)}, not entry {name}'s protocol "
-                        f"({_show_protocol(stored)}); evaluate the run under the entry's, or make this "
+        raise ShipError(f"{eval_file}: scored under {card_mod.protocol(protocol)}, not entry {name}'s protocol "
+                        f"({card_mod.protocol(stored)}); evaluate the run under the entry's, or make this "
                         "protocol the entry's with --adopt-protocol")
     else:
         entry = _adopt(entry, protocol, validation, data_root, evaluate, eval_file.name)
@@ -326,8 +320,8 @@ def _adopt(entry: hub.Entry, protocol: dict, validation: dict, data_root, evalua
     frame = (result.get("protocol") or {}).get("frame_size")
     old, before = _protocol(entry.eval_protocol), entry.validation
     num = card_mod._num
-    was = (f" ({num(before['mIoU'])} under the {_show_protocol(old)} it replaces)"
-           if before and before.get("holdout") == validation["holdout"] else f" (it replaces {_show_protocol(old)})")
+    was = (f" ({num(before['mIoU'])} under the protocol it replaces: {card_mod.protocol(old)})"
+           if before and before.get("holdout") == validation["holdout"] else f" (it replaces {card_mod.protocol(old)})")
     note = (f"Evaluation protocol chosen on the `holdout: {validation['holdout']}` validation: "
             f"{num(validation['mIoU'])} there{was}; val re-scored under it by `segzoo publish --validation "
             f"{entry.name} <run>/{eval_name} --adopt-protocol` ({validation['machine']}, "
