@@ -29,11 +29,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, *args, nprocs: int = 2) -> None:
-    """Run fn(rank, *args) in `nprocs` gloo processes, as torchrun would set them up."""
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nprocs),
-           "OMP_NUM_THREADS": "1", "ZOO_DIST_TIMEOUT": "120"}
-    mp.spawn(_entry, args=(env, fn, args), nprocs=nprocs, join=True)
+def spawn(fn, *args, nprocs: int = 2, attempts: int = 3) -> None:
+    """Run fn(rank, *args) in `nprocs` gloo processes, as torchrun would set them up. The port
+    `free_port` found can be taken by another process before rank 0 listens on it (a busy CI
+    machine): that failure, and only it, is retried on another port."""
+    for attempt in range(attempts):
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nprocs),
+               "OMP_NUM_THREADS": "1", "ZOO_DIST_TIMEOUT": "120"}
+        try:
+            mp.spawn(_entry, args=(env, fn, args), nprocs=nprocs, join=True)
+            return
+        except mp.ProcessRaisedException as err:
+            if attempt == attempts - 1 or not _port_taken(str(err)):
+                raise
+
+
+def _port_taken(message: str) -> bool:
+    return "EADDRINUSE" in message or "address already in use" in message.lower()
 
 
 def _entry(rank, env, fn, args):
@@ -219,6 +231,32 @@ def _two_ranks(rank, out):
     Path(out, f"{rank}.json").write_text(json.dumps(seen))
 
 
+def _rank_joins(rank, out):
+    from zoo.engine.distributed import setup
+    info = setup(torch.device("cpu"))
+    Path(out, f"{rank}.txt").write_text(f"{info.rank}/{info.world_size} on {os.environ['MASTER_PORT']}")
+
+
+@pytest.mark.train
+def test_spawn_tries_another_port_when_the_first_is_taken(tmp_path, monkeypatch):
+    with socket.socket() as held:  # a port another process took after free_port() saw it free
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setitem(globals(), "free_port", lambda: next(ports, None) or _os_port())
+        spawn(_rank_joins, str(tmp_path))
+    seen = sorted(p.read_text() for p in tmp_path.glob("*.txt"))
+    assert [s.split(" on ")[0] for s in seen] == ["0/2", "1/2"]
+    assert all(s.split(" on ")[1] != str(taken) for s in seen)
+
+
+def _os_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """What each of two gloo ranks saw (one spawn serves the tests below)."""
@@ -255,13 +293,15 @@ def test_collective_helpers(two_ranks):
 
 # ----------------------------------------------------------------------------- torchrun
 
-def torchrun(nproc: int, *args, timeout=240):
-    port = free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={port}", str(REPO / "tools" / "train.py"),
-           *map(str, args)]
+def torchrun(nproc: int, *args, timeout=240, attempts: int = 3):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ZOO_DIST_TIMEOUT": "120"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    for attempt in range(attempts):  # as `spawn`: a port taken before the launcher listens is retried
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "tools" / "train.py"),
+               *map(str, args)]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 0 or not _port_taken(proc.stdout + proc.stderr):
+            break
     if proc.returncode != 0:
         raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
