@@ -100,9 +100,9 @@ def stored_protocol(protocol: dict | None) -> dict:
 def protocol_args(protocol: dict) -> dict:
     """A stored eval protocol (`meta.json`'s `eval_protocol`, an entry's) as the keywords
     of `predict_logits` and `evaluate`; missing keys take their defaults."""
-    return {"mode": protocol.get("mode") or "whole", "crop_size": protocol.get("crop_size"),
-            "stride": protocol.get("stride"), "scales": tuple(protocol.get("scales") or (1.0,)),
-            "flip": bool(protocol.get("flip"))}
+    p = stored_protocol(protocol)
+    return {"mode": p["mode"] or "whole", "crop_size": p["crop_size"], "stride": p["stride"],
+            "scales": tuple(p["scales"] or (1.0,)), "flip": bool(p["flip"])}
 
 
 @torch.no_grad()
