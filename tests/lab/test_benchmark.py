@@ -198,6 +198,7 @@ def test_upsampler_cost_rows_columns_and_ratios(cost_report, capsys):
     assert table[0].count("|") == 13 and len(table) == 2 + 4
     assert table[2].startswith("| bilinear | ") and "| 1.00 | " in table[2]
     assert table[4].startswith("| unpool | not built: ")
+    assert "upsample='guided_unpool'" in table[4]  # the refusal's advice is in the table, not cut off
 
 
 @pytest.mark.train

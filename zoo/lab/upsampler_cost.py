@@ -156,7 +156,7 @@ def format_table(report: dict) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"]:
         if "error" in r:
-            reason = r["error"] if len(r["error"]) <= 90 else r["error"][:89] + "…"
+            reason = " ".join(r["error"].split()).replace("|", "\\|")  # the whole refusal: it says what to use
             lines.append(f"| {r['upsample']} | not built: {reason} |" + " |" * 10)
             continue
         lines.append(
