@@ -212,7 +212,7 @@ def test_report_reference_is_checked_against_the_grid(tmp_path):
 def test_paired_cpu_grid_file():
     ablation = load_ablation(REPO / "recipes" / "ablation_camvid_paired_cpu.yaml")
     g = ablation.grid
-    assert g["architectures"] == ["unet", "fcn8s"] and g["encoders"] == ["resnet10t"] and g["seeds"] == [0, 1, 2]
+    assert g["architectures"] == ["unet", "fcn8s"] and g["encoders"] == ["resnet10t"] and g["seeds"] == [0, 1, 2, 3, 4]
     from decoders.upsample import UPSAMPLERS
     assert set(g["upsamplers"]) == set(UPSAMPLERS.names()) - {"unpool"}
     assert not any(c.not_applicable for c in ablation.cells)
@@ -234,9 +234,9 @@ def test_the_report_says_where_it_scores_and_counts_what_is_left():
             "drives` draws it (frames of other sequences)") in first
     left = [c for c in ablation.cells if not (c.arch == "unet" and c.seed == 0 and c.upsample in ("bilinear", "sapa"))]
     line = _not_finished(left, len(ablation.cells))
-    assert line.startswith("Not finished (left out): 70 of 72 cells, by architecture and upsampler (seeds missing): "
-                           "unet: bilinear 2, nearest 3, ")
-    assert "sapa 2" in line and "; fcn8s: bilinear 3, " in line and "unet-resnet10t" not in line
+    assert line.startswith("Not finished (left out): 118 of 120 cells, by architecture and upsampler (seeds missing): "
+                           "unet: bilinear 4, nearest 5, ")
+    assert "sapa 4" in line and "; fcn8s: bilinear 5, " in line and "unet-resnet10t" not in line
 
 
 # ----------------------------------------------------------------------------- the paired design
