@@ -84,6 +84,7 @@ def test_ship_then_create_offline_with_an_empty_cache(shipped, run):
     paths, printed = shipped
     weights = paths["weights"] / f"{NAME}.safetensors"
     assert {v.dtype for v in load_file(str(weights)).values()} == {torch.float16, torch.int64}
+    assert weights.stat().st_mode & 0o777 == 0o644  # readable by whoever installs the package
     assert zoo.list_models(pretrained=True) == [NAME]
     model = zoo.create(NAME, pretrained=True)
     assert {p.dtype for p in model.parameters()} == {torch.float32}

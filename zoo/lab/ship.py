@@ -151,6 +151,7 @@ def write_fp16(src: Path, dst: Path) -> None:
         raise ShipError(f"{src}: {bad[0]} does not fit in fp16 (values beyond +-65504)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(half, str(dst), metadata={"format": hub.PUBLISHED_FORMAT, "dtype": "float16"})
+    os.chmod(dst, 0o644)  # safetensors writes 0600; the package's readers are other users too
 
 
 def same_weights(a: Path, b: Path) -> bool:
