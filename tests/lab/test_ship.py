@@ -226,6 +226,25 @@ def test_size_budget_enforced(run, tmp_path, monkeypatch, limit, message):
     assert not list((tmp_path / "w").iterdir()) and not (tmp_path / "card.md").exists()
 
 
+def test_recorded_recipe_reads_as_the_file_that_reproduces_the_entry(tmp_path):
+    """A stage started from the entry it replaces resolved `model.pretrained` to the entry's
+    own name and `data.root` to this machine's folder: the row takes the recipe file's values;
+    every other key stays as the run resolved it."""
+    resolved = {"model": {"name": "unet", "pretrained": NAME, "fc_channels": 64},
+                "data": {"root": "/work/data/camvid", "batch_size": 8, "options": {"cache": "/tmp/c"}},
+                "train": {"iters": 600}}
+    file = tmp_path / "stage.yaml"
+    file.write_text("model: {name: unet, pretrained: runs/first_stage}\n"
+                    "data: {root: camvid, batch_size: 4}\ntrain: {iters: 300}\n")
+    row = ship.recorded_recipe(resolved, NAME, str(file))
+    assert row == {"model": {"name": "unet", "pretrained": "runs/first_stage", "fc_channels": 64},
+                   "data": {"root": "camvid", "batch_size": 8, "options": {"cache": "<data.options.cache>"}},
+                   "train": {"iters": 600}}  # an override on the command line is what the run did
+    assert ship.recorded_recipe(resolved, NAME)["model"]["pretrained"] == NAME  # no file: as resolved
+    assert ship.recorded_recipe(resolved, NAME)["data"]["root"] == "<data.root>"
+    assert ship.recorded_recipe(resolved, "other_entry", str(file))["model"]["pretrained"] == NAME
+
+
 def test_the_package_weights_fit_the_budget_and_their_index():
     weights_dir = entries.SHIPPED_INDEX.parent
     files = {p.name: p.stat().st_size for p in weights_dir.glob("*.safetensors")}

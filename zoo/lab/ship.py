@@ -55,6 +55,32 @@ def placeholders(obj, key: str = ""):
     return obj
 
 
+def _from_file(recorded, written, circular: str):
+    """`recorded` with each placeholder (and each `circular` value: the entry's own name) that
+    `written` sets at the same key replaced by the written value."""
+    if isinstance(recorded, dict) and isinstance(written, dict):
+        return {k: _from_file(v, written[k], circular) if k in written else v for k, v in recorded.items()}
+    placeholder = isinstance(recorded, str) and recorded.startswith("<") and recorded.endswith(">")
+    stale = placeholder or recorded == circular
+    return written if stale and not isinstance(written, (dict, list)) else recorded
+
+
+def recorded_recipe(run_recipe: dict | None, name: str, recipe_file: str = "") -> dict | None:
+    """The recipe an entry's row records: the run's resolved recipe, absolute paths made
+    placeholders (`<data.root>`). Where `recipe_file` (the file that reproduces the entry)
+    sets a key the run resolved to a local path, or to the entry's own name (a stage that
+    started from the entry it replaces), the row takes the file's value, so it reads as the
+    recipe a person re-runs and not as this machine's folders."""
+    recorded = placeholders(run_recipe)
+    path = Path(recipe_file) if recipe_file else None
+    if path is not None and not path.is_file():
+        path = REPO / recipe_file
+    if recorded is None or path is None or not path.is_file():
+        return recorded
+    written = yaml.safe_load(path.read_text())
+    return _from_file(recorded, written, name) if isinstance(written, dict) else recorded
+
+
 def machine() -> str:
     """The CPU (model and cores), any GPU, and the torch version (`zoo.common.machine`)."""
     return describe()
@@ -232,7 +258,7 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         name=name, model=model_kwargs, url=str(final), sha256=hub.sha256_of(final),
         classes=list(meta["classes"]), palette=meta.get("palette", []), mean=meta["mean"], std=meta["std"],
         eval_protocol=protocol, metrics=metrics, dataset=meta.get("dataset", ""),
-        recipe=placeholders(recipe), speed=speed, cost=cost, recipe_file=recipe_file,
+        recipe=recorded_recipe(recipe, name, recipe_file), speed=speed, cost=cost, recipe_file=recipe_file,
         command=command or (f"python tools/train.py {recipe_file}" if recipe_file else ""),
         machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"),
         pictures=_pictures(run_dir, name, docs_dir, card.parent, calibrated=bias is not None))
