@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import zoo
@@ -68,15 +69,32 @@ def _cli(argv) -> str:
     return out.getvalue()
 
 
-def _eval_file(run_dir, path, miou):
-    """An evaluation of the best checkpoint (iteration 2) with a given mIoU."""
+PROTOCOL = {"mode": "slide", "crop_size": [32, 32], "stride": [16, 16], "scales": [1.0], "flip": True}
+
+
+def _eval_file(run_dir, path, miou, checkpoint="iter_000002", bias=None):
+    """An evaluation of a checkpoint (default the best, iteration 2) with a given mIoU."""
     from zoo.hub.formats import weights_sha256
-    best = run_dir / "checkpoints" / "iter_000002"
-    path.write_text(json.dumps({
-        "mIoU": miou, "pixel_acc": 0.9, "per_class_iou": {"sky": 0.5, "road": 0.6, "car": 0.1},
-        "checkpoint": str(best), "weights_sha256": weights_sha256(best),
-        "protocol": {"mode": "slide", "crop_size": [32, 32], "stride": [16, 16], "scales": [1.0], "flip": True}}))
+    ckpt = run_dir / "checkpoints" / checkpoint
+    result = {"mIoU": miou, "pixel_acc": 0.9, "per_class_iou": {"sky": 0.5, "road": 0.6, "car": 0.1},
+              "checkpoint": str(ckpt), "weights_sha256": weights_sha256(ckpt), "protocol": PROTOCOL}
+    if bias is not None:
+        result["logit_bias"] = bias
+    path.write_text(json.dumps(result))
     return path
+
+
+def _holdout_file(folder, miou, holdout="drives", protocol=PROTOCOL, bias=False):
+    """An evaluation on its holdout of the entry's recipe retrained with data.options.holdout."""
+    from tests.tiny_run import MODEL
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(
+        {"model": MODEL, "data": {"dataset": "synthetic", "options": {"holdout": holdout}}}))
+    result = {"mIoU": miou, "split": "val", "per_class_iou": {c: 0.3 for c in CLASSES}, "protocol": protocol}
+    if bias:
+        result["logit_bias"] = [0.0] * len(CLASSES)
+    (folder / "eval.json").write_text(json.dumps(result))
+    return folder / "eval.json"
 
 
 @pytest.mark.train
@@ -140,19 +158,72 @@ def test_tampered_shipped_file_refused_by_name(shipped):
 
 @pytest.mark.train
 def test_replace_only_with_a_gain(shipped, run, tmp_path):
+    """Other weights (the last checkpoint, where the best is shipped) need +0.02 on val."""
     paths = shipped[0]
     sha = hub.sha256_of(paths["weights"] / f"{NAME}.safetensors")
-    kwargs = {"weights_dir": paths["weights"], "card": paths["card"]}
+    kwargs = {"weights_dir": paths["weights"], "card": paths["card"], "pointer": "last"}
     with pytest.raises(ship.ShipError, match=rf"{NAME}: val mIoU 0.2190 does not improve on the shipped "
-                                             r"0.2000 by at least 0.02 \(needs >= 0.2200\).*--force"):
-        ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.219), **kwargs)
+                                             r"0.2000 by at least 0.02 \(needs >= 0.2200;.*--force"):
+        ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.219, "iter_000003"), **kwargs)
     assert hub.sha256_of(paths["weights"] / f"{NAME}.safetensors") == sha
-    s = ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.221), **kwargs)
-    assert s["replaced"] == pytest.approx(0.2) and s["mIoU"] == 0.221
+    s = ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.221, "iter_000003"), **kwargs)
+    assert s["replaced"] == pytest.approx(0.2) and s["mIoU"] == 0.221 and s["file_replaced"]
     entry = hub.read_index(paths["weights"] / "index.json")[NAME]
     assert entry.eval_protocol["mode"] == "slide" and entry.metrics["per_class_iou"]["car"] == 0.1
-    s = ship.ship(run[0], NAME, force=True, **kwargs)  # back to the checkpoint's own 0.2
-    assert s["mIoU"] == pytest.approx(0.2)
+    assert entry.sha256 != sha
+    s = ship.ship(run[0], NAME, force=True, **{**kwargs, "pointer": "best"})  # back to the best's own 0.2
+    assert s["mIoU"] == pytest.approx(0.2) and hub.sha256_of(paths["weights"] / f"{NAME}.safetensors") == sha
+
+
+@pytest.mark.train
+def test_a_reship_of_the_same_file_needs_no_gain_only_no_loss(shipped, run, tmp_path):
+    """A new calibration of the shipped weights changes no byte of the file: it may land
+    without +0.02, never below the figure it replaces."""
+    paths = shipped[0]
+    kwargs = {"weights_dir": paths["weights"], "card": paths["card"]}
+    with pytest.raises(ship.ShipError, match=r"val mIoU 0.1990 does not improve on the shipped 0.2000 by at "
+                                             r"least 0 \(needs >= 0.2000; the new weights keeps the shipped"):
+        ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.199, bias=[0.0, 0.1, 0.2]),
+                  **kwargs)
+    s = ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.205, bias=[0.0, 0.1, 0.2]),
+                  **kwargs)
+    assert not s["file_replaced"] and s["mIoU"] == 0.205
+    assert hub.read_index(paths["weights"] / "index.json")[NAME].model["logit_bias"] == [0.0, 0.1, 0.2]
+
+
+@pytest.mark.train
+def test_an_entry_with_a_holdout_validation_is_judged_on_it(shipped, run, tmp_path):
+    paths = shipped[0]
+    index = json.loads((paths["weights"] / "index.json").read_text())
+    index["entries"][0]["validation"] = {"holdout": "drives", "mIoU": 0.3, "per_class_iou": {}, "calibrated": False}
+    (paths["weights"] / "index.json").write_text(json.dumps(index))
+    sha = hub.sha256_of(paths["weights"] / f"{NAME}.safetensors")
+    kwargs = {"weights_dir": paths["weights"], "card": paths["card"], "pointer": "last",
+              "eval_file": _eval_file(run[0], tmp_path / "e.json", 0.5, "iter_000003")}  # +0.3 on val: not the rule
+    refused = {
+        None: r"judged on its `holdout: drives` validation \(0.3000\); give --holdout",
+        _holdout_file(tmp_path / "h1", 0.319): r"holdout drives mIoU 0.3190 does not improve on the shipped 0.3000 "
+                                               r"by at least 0.02 \(needs >= 0.3200",
+        _holdout_file(tmp_path / "h2", 0.4, holdout="seq05"): r"scored holdout 'seq05', the entry's validation is "
+                                                              r"holdout 'drives'; the figures do not compare",
+        _holdout_file(tmp_path / "h3", 0.4, protocol={**PROTOCOL, "flip": False}):
+            r"h3/eval.json: scored under .*, not the protocol shipped",
+        _holdout_file(tmp_path / "h4", 0.4, bias=True): r"h4/eval.json: scored with a logit bias, the entry ships "
+                                                        r"without one",
+    }
+    for holdout_file, message in refused.items():
+        with pytest.raises(ship.ShipError, match=message):
+            ship.ship(run[0], NAME, holdout_file=holdout_file, **kwargs)
+        assert hub.sha256_of(paths["weights"] / f"{NAME}.safetensors") == sha
+    printed = _cli([str(run[0]), "--ship", NAME, "--pointer", "last", "--eval", str(kwargs["eval_file"]),
+                    "--holdout", str(_holdout_file(tmp_path / "h5", 0.321)), "--holdout-command",
+                    "segzoo train tiny.yaml data.options.holdout=drives", "--weights-dir", str(paths["weights"]),
+                    "--card", str(paths["card"])])
+    assert printed.startswith(f"shipped {NAME}: val mIoU 0.5000, pixel acc 0.9000 (replacing val mIoU 0.2000); "
+                              "holdout drives mIoU 0.3210 (was 0.3000) recorded\n")
+    entry = hub.read_index(paths["weights"] / "index.json")[NAME]
+    assert entry.validation["holdout"] == "drives" and entry.validation["mIoU"] == 0.321
+    assert entry.validation["command"] == "segzoo train tiny.yaml data.options.holdout=drives"
 
 
 @pytest.mark.train

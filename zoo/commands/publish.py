@@ -7,15 +7,24 @@ regenerate MODEL_CARD.md's entries.
         --eval runs/unet_resnet10t_camvid/eval-val-whole-calibrated.json   # with its calibration
     segzoo publish unet_resnet10t_camvid --push-to-hub org/unet_resnet10t_camvid   # a run or an entry
     segzoo publish --card                 # MODEL_CARD.md's "## Zoo entries" from zoo/weights/index.json
-    segzoo publish --validation fcn8s_resnet10t_camvid runs/fcn8s_drives/eval-val-whole-calibrated.json \
+    segzoo publish --validation fcn8s_resnet10t_camvid runs/fcn8s_drives/eval-val-whole-calibrated.json \\
         --command "segzoo train recipes/fcn8s_resnet10t_camvid.yaml data.options.holdout=drives ..."
-    segzoo publish --validation pspnet_resnet10t_camvid runs/pspnet_drives/eval-val-whole-s1.json \
+    segzoo publish --validation pspnet_resnet10t_camvid runs/pspnet_drives/eval-val-whole-s1.json \\
         --adopt-protocol          # eval scale 1.0, chosen on the holdout, becomes the entry's
 
 --ship writes zoo/weights/<entry>.safetensors (fp16), its row of zoo/weights/index.json,
-docs/entries/<entry>/ pictures and the card's entries; an existing entry is replaced only
-when val mIoU improves by >= 0.02 (--force overrides). --out writes config.json and
-model.safetensors for `zoo.load(URL, sha256=...)` (the sha256 of config.json, which
+docs/entries/<entry>/ pictures and the card's entries. An existing entry's file is replaced
+only for a gain of >= 0.02 mIoU (--force overrides): on the holdout validation the entry
+records, which --holdout gives for the new recipe (it becomes the entry's record), else on val:
+
+    segzoo publish runs/fcn8s_entry_fullres --ship fcn8s_resnet10t_camvid --pointer last \\
+        --recipe recipes/fcn8s_resnet10t_camvid_fullres.yaml \\
+        --eval runs/fcn8s_entry_fullres/eval-val-whole-calibrated.json \\
+        --holdout runs/fcn8s_drives_fullres/eval-val-whole-calibrated.json \\
+        --holdout-command "segzoo train recipes/fcn8s_resnet10t_camvid_fullres.yaml data.options.holdout=drives ..."
+
+A re-ship that keeps the file byte for byte (a new calibration) needs no gain, only no loss.
+--out writes config.json and model.safetensors for `zoo.load(URL, sha256=...)` (the sha256 of config.json, which
 names the weights' own).
 --push-to-hub uploads config.json, model.safetensors and a README.md model card
 (HF_ENDPOINT and HF_TOKEN are honoured).
@@ -38,6 +47,11 @@ def main(argv=None, prog=None):
                                                 "checkpoint, whose metrics (and logit bias, from "
                                                 "`segzoo eval --calibration`) go with it (default: the "
                                                 "checkpoint's own val metrics)")
+    p.add_argument("--holdout", default=None, metavar="EVAL_JSON",
+                   help="with --ship: the recipe retrained with data.options.holdout, scored on that holdout "
+                        "under the protocol shipped (an eval-*.json inside that run folder); the gain rule "
+                        "reads it and the entry records it")
+    p.add_argument("--holdout-command", default="", help="with --holdout: the commands behind it")
     p.add_argument("--force", action="store_true", help="with --ship: replace an entry even without a 0.02 gain")
     p.add_argument("--weights-dir", default=None, help="with --ship: default the package's zoo/weights")
     p.add_argument("--name", help="with --out: the entry's name, e.g. unet_resnet10t_camvid")
@@ -103,8 +117,16 @@ def _ship(args, run):
     from zoo.lab.ship import ship
     s = run(ship, args.source, args.ship, weights_dir=args.weights_dir, card=args.card,
             eval_file=args.eval, recipe_file=args.recipe, command=args.command,
-            machine_name=args.machine, force=args.force, pointer=args.pointer)
+            machine_name=args.machine, force=args.force, pointer=args.pointer, holdout_file=args.holdout,
+            holdout_command=args.holdout_command)
     was = f" (replacing val mIoU {_num(s['replaced'])})" if s["replaced"] is not None else ""
+    h = s["holdout"]
+    if h is not None:
+        before = s["replaced_holdout"]
+        was += (f"; holdout {h['holdout']} mIoU {_num(h['mIoU'])}"
+                + (f" (was {_num(before)})" if before is not None else "") + " recorded")
+    if s["replaced"] is not None and not s["file_replaced"]:
+        was += "; the weights file is unchanged"
     print(f"shipped {s['entry']}: val mIoU {_num(s['mIoU'])}, pixel acc {_num(s['pixel_acc'])}{was}\n"
           f"  {s['weights']} ({s['megabytes']:.1f} MB fp16, sha256 {s['sha256'][:16]}...), "
           f"{s['pictures']} pictures, {s['card']} updated")

@@ -6,8 +6,11 @@ writes `zoo/weights/<entry>.safetensors` (the best checkpoint, floating tensors 
 half the bytes, loaded back as fp32), its row of `zoo/weights/index.json` (what
 `zoo.hub.load` registers at import), the run's confusion matrix and val predictions under
 `docs/entries/<entry>/`, and regenerates MODEL_CARD.md's entries section. Budget: 30 MB
-per weights file, 64 MB for all of them; an entry is replaced only when its val mIoU
-improves by at least 0.02 (`force=True` overrides), so the history holds few retrains.
+per weights file, 64 MB for all of them. An entry's file is replaced only for a real gain,
++0.02 mIoU (`force=True` overrides), so the history holds few retrains: on the entry's
+sequence-disjoint validation when it records one (`holdout_file`, the recipe retrained with
+`data.options.holdout` and scored there, becomes its new record), else on val. A re-ship that
+keeps the file byte for byte (a new logit bias, say) needs no gain, only no loss.
 Nothing written carries a local absolute path: the recipe's paths become placeholders.
 """
 from __future__ import annotations
@@ -156,14 +159,31 @@ def _check_scored(eval_file: Path, result: dict, ckpt: Path) -> None:
                         "with `segzoo eval` and its default --backend")
 
 
-def _check_gain(name: str, old: hub.Entry | None, miou: float, force: bool) -> None:
-    if old is None or force:
+def _check_gain(name: str, old: hub.Entry | None, val_miou: float, holdout: dict | None,
+                same_file: bool) -> None:
+    """Refuse a replacement that does not gain MIN_GAIN (no loss, when the file stays) on the
+    figure the entry is judged by: its recorded holdout validation, else val."""
+    if old is None:
         return
-    before = old.metrics.get("mIoU", 0.0)
-    if miou < before + MIN_GAIN:
-        raise ShipError(f"{name}: val mIoU {miou:.4f} does not improve on the shipped {before:.4f} "
-                        f"by at least {MIN_GAIN} (needs >= {before + MIN_GAIN:.4f}); the shipped "
-                        "weights stay (--force replaces them anyway)")
+    need = 0.0 if same_file else MIN_GAIN
+    what = "keeps the shipped file, so must not lose on" if same_file else f"must gain {MIN_GAIN} on"
+    recorded = (old.validation or {}).get("holdout")
+    if recorded:
+        if holdout is None:
+            raise ShipError(f"{name}: the entry is judged on its `holdout: {recorded}` validation "
+                            f"({old.validation['mIoU']:.4f}); give --holdout with the new recipe's "
+                            f"evaluation on that holdout (--force replaces it anyway)")
+        if holdout["holdout"] != recorded:
+            raise ShipError(f"{name}: --holdout scored holdout {holdout['holdout']!r}, the entry's "
+                            f"validation is holdout {recorded!r}; the figures do not compare "
+                            "(--force replaces it anyway)")
+        before, now, figure = float(old.validation["mIoU"]), float(holdout["mIoU"]), f"holdout {recorded} mIoU"
+    else:
+        before, now, figure = float(old.metrics.get("mIoU", 0.0)), val_miou, "val mIoU"
+    if now < before + need:
+        raise ShipError(f"{name}: {figure} {now:.4f} does not improve on the shipped {before:.4f} "
+                        f"by at least {need:g} (needs >= {before + need:.4f}; the new weights {what} "
+                        "it); the shipped weights stay (--force replaces them anyway)")
 
 
 def write_fp16(src: Path, dst: Path) -> None:
@@ -224,8 +244,12 @@ def _pictures(run_dir: Path, name: str, docs_dir: Path, root: Path, calibrated: 
 
 def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval_file=None,
          recipe_file: str = "", command: str = "", machine_name: str = "", force: bool = False,
-         pointer: str = "best", latency_s: float | None = None) -> dict:
+         pointer: str = "best", latency_s: float | None = None, holdout_file=None,
+         holdout_command: str = "") -> dict:
     """Ship the run's `pointer` checkpoint as entry `name` (see the module docstring).
+    `holdout_file`: an evaluation of the same recipe retrained with `data.options.holdout`,
+    scored on that holdout under the protocol shipped (`holdout_command` says how it was made);
+    the gain rule reads it and it becomes the entry's validation record.
     Returns a short summary; raises ShipError when the entry may not be (re)placed."""
     run_dir = Path(run_dir)
     weights_dir = Path(weights_dir) if weights_dir else entries.SHIPPED_INDEX.parent
@@ -236,19 +260,33 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
     meta = load_meta(ckpt)
     metrics, protocol, bias = evaluated_metrics(ckpt, meta, Path(eval_file) if eval_file else None)
     shipped = read_shipped(weights_dir)
-    _check_gain(name, shipped.get(name), float(metrics["mIoU"]), force)
+    holdout = None
+    if holdout_file is not None:
+        holdout, holdout_protocol = _holdout_record(Path(holdout_file), meta["model"], name, protocol,
+                                                    holdout_command, machine_name)
+        if holdout_protocol != _protocol(protocol):
+            raise ShipError(f"{holdout_file}: scored under {card_mod.protocol(holdout_protocol)}, not the "
+                            f"protocol shipped ({card_mod.protocol(_protocol(protocol))}); evaluate the "
+                            "holdout run under the same one")
+        if holdout["calibrated"] != (bias is not None):
+            ships, scored = ("with", "without") if bias is not None else ("without", "with")
+            raise ShipError(f"{holdout_file}: scored {scored} a logit bias, the entry ships {ships} one; "
+                            "evaluate the holdout run as the entry is shipped (`segzoo eval --calibration`)")
 
     tmp = weights_dir / f".{name}.safetensors.tmp"
+    final = weights_dir / f"{name}.safetensors"
     try:
         write_fp16(ckpt / hub.WEIGHTS, tmp)
+        same_file = final.is_file() and same_weights(final, tmp)
+        if not force:
+            _check_gain(name, shipped.get(name), float(metrics["mIoU"]), holdout, same_file)
         check_budget(weights_dir, name, tmp)
         model_kwargs = {**meta["model"], "encoder_weights": None}  # the weights cover the encoder
         if bias is not None:  # the evaluation shipped was measured with it (segzoo calibrate)
             model_kwargs["logit_bias"] = bias
         model = hub.build_model(model_kwargs, tmp)  # refuse to ship what would not load
         cost, speed = measure(model, min_run_time=latency_s or LATENCY_S)
-        final = weights_dir / f"{name}.safetensors"
-        if not (final.is_file() and same_weights(final, tmp)):
+        if not same_file:
             os.replace(tmp, final)  # else the shipped file stays, byte for byte (a re-ship with a new bias)
     finally:
         tmp.unlink(missing_ok=True)
@@ -260,12 +298,14 @@ def ship(run_dir, name: str, *, weights_dir=None, docs_dir=None, card=None, eval
         eval_protocol=protocol, metrics=metrics, dataset=meta.get("dataset", ""),
         recipe=recorded_recipe(recipe, name, recipe_file), speed=speed, cost=cost, recipe_file=recipe_file,
         command=command or (f"python tools/train.py {recipe_file}" if recipe_file else ""),
-        machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"),
+        machine=machine_name or machine(), date=date.strftime("%Y-%m-%d"), validation=holdout or {},
         pictures=_pictures(run_dir, name, docs_dir, card.parent, calibrated=bias is not None))
     write_index(weights_dir, {**shipped, name: entry})
     card_mod.update_card(card, read_shipped(weights_dir))
     return {"entry": name, "mIoU": metrics["mIoU"], "pixel_acc": metrics["pixel_acc"],
             "replaced": shipped[name].metrics.get("mIoU") if name in shipped else None,
+            "holdout": holdout, "replaced_holdout": (shipped[name].validation or {}).get("mIoU")
+            if name in shipped else None, "file_replaced": not same_file,
             "weights": final, "megabytes": final.stat().st_size / 1e6, "sha256": entry.sha256,
             "card": card, "pictures": len(entry.pictures)}
 
@@ -276,9 +316,10 @@ def _protocol(p: dict | None) -> dict:
     return {k: p[k] for k in PROTOCOL_KEYS}
 
 
-def _holdout_record(name: str, eval_file: Path, shipped: dict, command: str, machine_name: str) -> tuple[dict, dict]:
+def _holdout_record(eval_file: Path, entry_model: dict, name: str, fallback_protocol: dict | None,
+                    command: str, machine_name: str) -> tuple[dict, dict]:
     """(the validation record, the evaluation's protocol) of `eval_file`, refused unless it is the
-    entry's architecture trained with `data.options.holdout` and scored on that holdout."""
+    entry's architecture (`entry_model`) trained with `data.options.holdout` and scored on that holdout."""
     result = json.loads(eval_file.read_text())
     recipe_file = eval_file.parent / "recipe.yaml"
     if not recipe_file.is_file():
@@ -291,16 +332,15 @@ def _holdout_record(name: str, eval_file: Path, shipped: dict, command: str, mac
     if result.get("split") != recipe["data"].get("val_split", "val"):
         raise ShipError(f"{eval_file}: split {result.get('split')!r} is not the holdout "
                         f"(the run's val split, {recipe['data'].get('val_split', 'val')!r})")
-    entry = shipped[name]
     run_model = {k: recipe["model"].get(k) for k in ("name", "encoder", "upsample")}
-    entry_model = {k: entry.model.get(k) for k in ("name", "encoder", "upsample")}
+    entry_model = {k: entry_model.get(k) for k in ("name", "encoder", "upsample")}
     if run_model != entry_model:
         raise ShipError(f"{recipe_file}: model {run_model} is not entry {name}'s {entry_model}")
     date = datetime.datetime.fromtimestamp(eval_file.stat().st_mtime, datetime.timezone.utc)
     validation = {"holdout": holdout, "mIoU": result["mIoU"], "per_class_iou": result["per_class_iou"],
                   "calibrated": "logit_bias" in result, "command": command,
                   "machine": machine_name or machine(), "date": date.strftime("%Y-%m-%d")}
-    return validation, _protocol(result.get("protocol") or entry.eval_protocol)
+    return validation, _protocol(result.get("protocol") or fallback_protocol)
 
 
 def record_validation(name: str, eval_file, *, command: str = "", machine_name: str = "", weights_dir=None,
@@ -322,8 +362,9 @@ def record_validation(name: str, eval_file, *, command: str = "", machine_name: 
     if name not in shipped:
         raise ShipError(f"--validation {name}: no shipped entry of that name in {weights_dir / 'index.json'}")
     eval_file = Path(eval_file)
-    validation, protocol = _holdout_record(name, eval_file, shipped, command, machine_name)
     entry = shipped[name]
+    validation, protocol = _holdout_record(eval_file, entry.model, name, entry.eval_protocol, command,
+                                           machine_name)
     stored = _protocol(entry.eval_protocol)
     if protocol == stored:
         entry = dataclasses.replace(entry, validation=validation)
