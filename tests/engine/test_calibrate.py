@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.engine.calibrate import calibrate, prior_bias, read_calibration
+from zoo.engine.calibrate import calibrate, choose_alpha, prior_bias, read_calibration
 from zoo.engine.data import spread
 from zoo.hub import entries
 from zoo.inference.score import evaluate_run
@@ -108,6 +108,42 @@ def test_calibrate_scores_each_alpha_and_keeps_the_best(weighted_run):
     val = make_dataset(recipe.data, "val", train=False)
     again = evaluate(model, torch.utils.data.DataLoader(val, batch_size=1), num_classes=6)
     assert again["mIoU"] == pytest.approx(r["alphas"][2]["mIoU"])
+
+
+def test_the_class_guard_rules_out_an_alpha_that_sinks_a_thin_class():
+    def row(alpha, miou, pole, road):
+        return {"alpha": alpha, "mIoU": miou, "per_class_iou": {"pole": pole, "road": road, "sign": None}}
+    rows = [row(0.0, 0.530, 0.146, 0.90), row(0.25, 0.535, 0.120, 0.91), row(0.5, 0.540, 0.002, 0.93)]
+    assert choose_alpha(rows)[0]["alpha"] == 0.5  # no guard: the best mIoU
+    best, ruled_out = choose_alpha(rows, max_class_drop=0.05)
+    assert best["alpha"] == 0.25 and ruled_out == {0.5: "pole 0.146 -> 0.002, a drop over 0.05"}
+    best, ruled_out = choose_alpha(rows, max_class_drop=0.0)
+    assert best["alpha"] == 0.0 and set(ruled_out) == {0.25, 0.5}
+    with pytest.raises(ValueError, match="include 0 in the alphas"):
+        choose_alpha(rows[1:], max_class_drop=0.05)
+
+
+@pytest.mark.train
+def test_calibrate_with_a_class_guard_scores_alpha_zero_and_keeps_every_class(weighted_run, capsys):
+    from zoo.commands.calibrate import main
+    main([str(weighted_run), "--split", "val", "--alphas", "0.5", "1", "--max-class-drop", "0", "--device", "cpu"])
+    printed = capsys.readouterr().out.splitlines()
+    r = json.loads((weighted_run / "calibration-val.json").read_text())
+    assert printed[-1] == f"chosen alpha {r['alpha']:g}; wrote {weighted_run / 'calibration-val.json'}"
+    rows = printed[2:5]
+    assert [line.split()[0] for line in rows] == ["0.00", "0.50", "1.00"]
+    assert sum(line.endswith(" <") for line in rows) == 1
+    assert sum("ruled out: " in line for line in rows) == sum("ruled_out" in row for row in r["alphas"])
+    assert [row["alpha"] for row in r["alphas"]] == [0.0, 0.5, 1.0] and r["max_class_drop"] == 0.0
+    base = r["alphas"][0]["per_class_iou"]
+    chosen = next(row for row in r["alphas"] if row["alpha"] == r["alpha"])
+    assert "ruled_out" not in chosen
+    assert all(chosen["per_class_iou"][c] >= v for c, v in base.items() if v is not None)
+    for row in r["alphas"]:
+        if "ruled_out" in row:
+            assert any(v is not None and row["per_class_iou"][c] < v for c, v in base.items())
+    with pytest.raises(ValueError, match="--max-class-drop must be >= 0"):
+        calibrate(weighted_run, split="val", max_class_drop=-0.1, device="cpu")
 
 
 @pytest.mark.train

@@ -9,10 +9,14 @@ al., ICLR 2021), alpha = 0 keeps it, and mIoU, which rewards rare classes' recal
 as well as their precision, usually peaks in between.
 
 `calibrate` measures mIoU for a grid of alphas on one split, under the protocol
-stored with the weights, and keeps the best. The default split is the training
-split, so that the val figures measured afterwards (`segzoo eval RUN
---calibration RUN/calibration.json`) stay a check the choice never saw. The bias
-is part of the model's config (`zoo.create(..., logit_bias=[...])`), not of its
+stored with the weights, and keeps the best. Undoing the prior hands pixels back to
+the frequent classes, so a thin class (pole, sign) can fall towards zero while mIoU
+rises; `max_class_drop` keeps only the alphas under which no class loses more than that
+much IoU against the uncalibrated model (alpha 0), for an entry judged on its worst class.
+
+The default split is the training split, so that the val figures measured
+afterwards (`segzoo eval RUN --calibration RUN/calibration.json`) stay a check the
+choice never saw. The bias is part of the model's config (`zoo.create(..., logit_bias=[...])`), not of its
 weights; `segzoo publish --ship` ships the bias of the evaluation it ships.
 """
 from __future__ import annotations
@@ -45,6 +49,26 @@ def prior_bias(weights: Sequence[float], alpha: float) -> list[float]:
 
 
 
+def choose_alpha(rows: Sequence[dict], max_class_drop: float | None = None) -> tuple[dict, dict]:
+    """(the chosen row, {alpha: why it was ruled out}) of `calibrate`'s rows: the best mIoU (ties:
+    the smaller alpha) among the alphas whose per-class IoU stays within `max_class_drop` of alpha
+    0's for every class (None: all alphas qualify)."""
+    ruled_out = {}
+    if max_class_drop is not None:
+        base = next((row for row in rows if row["alpha"] == 0.0), None)
+        if base is None:
+            raise ValueError("max_class_drop measures each class against alpha 0: include 0 in the alphas")
+        for row in rows:
+            drops = sorted(((before - row["per_class_iou"].get(c), c) for c, before in base["per_class_iou"].items()
+                            if before is not None and row["per_class_iou"].get(c) is not None), reverse=True)
+            if drops and drops[0][0] > max_class_drop + 1e-12:
+                c = drops[0][1]
+                ruled_out[row["alpha"]] = (f"{c} {base['per_class_iou'][c]:.3f} -> {row['per_class_iou'][c]:.3f}, "
+                                           f"a drop over {max_class_drop:g}")
+    kept = [row for row in rows if row["alpha"] not in ruled_out]
+    return max(kept, key=lambda row: (row["mIoU"], -row["alpha"])), ruled_out
+
+
 def read_calibration(path) -> list[float]:
     """The `logit_bias` a calibration file (written by `calibrate`) chose."""
     import json
@@ -64,14 +88,19 @@ def read_calibration(path) -> list[float]:
 
 def calibrate(source, *, split: str | None = None, max_images: int | None = None,
               alphas: Sequence[float] = ALPHAS, pointer: str = "best", device="auto",
-              data_root: str | None = None) -> dict:
+              data_root: str | None = None, max_class_drop: float | None = None) -> dict:
     """Score `alphas` on `split` (default: the recipe's training split) and return the
     result, with the chosen `alpha` and `logit_bias`; a run folder also gets it as
     `calibration.json` (`calibration-<split>.json` for another split). Needs the source's recipe,
-    whose `train.class_weights` it undoes."""
+    whose `train.class_weights` it undoes. `max_class_drop`: see `choose_alpha` (alpha 0 is
+    scored too, as the reference)."""
     alphas = sorted({float(a) for a in alphas})
     if not alphas or any(a < 0 for a in alphas):
         raise ValueError(f"alphas must be one or more numbers >= 0, got {list(alphas)}")
+    if max_class_drop is not None:
+        if not max_class_drop >= 0:
+            raise ValueError(f"--max-class-drop must be >= 0 (IoU), got {max_class_drop!r}")
+        alphas = sorted({0.0, *alphas})
     dev = device_for(device, what="--device")
     src = load_source(source, pointer=pointer, device=dev)
     recipe = require_recipe(src, source, "calibration")
@@ -100,9 +129,13 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
                      ignore_index=ignore_index, device=dev, **protocol_args(protocol))
         rows.append({"alpha": alpha, "mIoU": r["mIoU"], "pixel_acc": r["pixel_acc"],
                      "per_class_iou": r["per_class_iou"]})
-    best = max(rows, key=lambda row: (row["mIoU"], -row["alpha"]))  # ties: the smaller change
+    best, ruled_out = choose_alpha(rows, max_class_drop)
+    for row in rows:
+        if row["alpha"] in ruled_out:
+            row["ruled_out"] = ruled_out[row["alpha"]]
     result = {"source": str(source), "split": split, "images": len(chosen), "max_images": max_images,
               "protocol": protocol, "class_weights": weights.tolist(), "alphas": rows,
+              "max_class_drop": max_class_drop,
               "alpha": best["alpha"], "logit_bias": prior_bias(weights.tolist(), best["alpha"])}
     if src.run_dir is not None:
         # Only the training split's choice is the run's calibration; a look at another
