@@ -156,6 +156,18 @@ def test_relative_roots_resolve_from_the_current_folder_or_zoo_data(tmp_path, mo
                             f"nor {store}/camvid ($ZOO_DATA) exists")
 
 
+def test_a_relative_list_file_is_read_under_root_never_the_current_folder(voc_root, tmp_path, monkeypatch):
+    root, _ = voc_root
+    (root / "ImageSets" / "Segmentation" / "mine.txt").write_text("b\n")
+    decoy = tmp_path / "elsewhere" / "ImageSets" / "Segmentation" / "mine.txt"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_text("a\n")  # the same relative path where the command runs
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ds = build_dataset("voc", root, "train", list_file="ImageSets/Segmentation/mine.txt")
+    assert [s[0].name for s in ds.samples] == ["b.jpg"]
+    assert len(build_dataset("voc", root, "train", list_file=str(decoy))) == 1  # absolute: as given
+
+
 def test_voc_missing_list_file_and_bad_label(voc_root):
     root, _ = voc_root
     with pytest.raises(FileNotFoundError, match=r"val\.txt.*expected layout"):

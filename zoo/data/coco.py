@@ -48,8 +48,8 @@ def _first_existing(root: Path, candidates: list[str], what: str, is_dir: bool) 
 
 
 def _under(root: Path, path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or path.exists() else root / path
+    """`path` as the docs read it: absolute, or relative to `root` (never to the current folder)."""
+    return root / path  # an absolute path stays itself
 
 
 class COCOSegmentation(SegDataset):

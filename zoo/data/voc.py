@@ -65,9 +65,9 @@ class VOCSegmentation(SegDataset):
         super().__init__(root, split, transform)
         self.root = _find_voc_root(self.root)
         mask_dir = self.root / (aug_dir if split == "train_aug" else "SegmentationClass")
-        lst = Path(list_file) if list_file else self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not lst.is_absolute() and not lst.exists():
-            lst = self.root / lst
+        # Relative to root only: a file of the same relative path in the current folder (another
+        # data set's list, say) must not be read in its place.
+        lst = self.root / (list_file or Path("ImageSets") / "Segmentation" / f"{split}.txt")
         if split == "train_aug":
             _require_sbd(mask_dir, lst)
         require_dir(mask_dir, LAYOUT)
