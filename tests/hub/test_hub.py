@@ -201,6 +201,9 @@ def test_local_folder_checked_against_its_digest(published, tmp_path):
     (bad / hub.WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(hub.ChecksumError, match=f"expected {published[1].sha256}"):
         zoo.load(bad)
+    from tests.tiny_run import MODEL  # nor does a fine-tune start from it unchecked
+    with pytest.raises(hub.ChecksumError, match=f"expected {published[1].sha256}"):
+        zoo.create(init_from=str(bad), **{k: v for k, v in MODEL.items() if k != "encoder_weights"})
     assert (bad / hub.WEIGHTS).is_file()  # a user's own file is never deleted
 
 
@@ -295,6 +298,10 @@ def test_entry_from_index(published, run, server, tmp_path, monkeypatch):
     assert model.meta["classes"] == ["sky", "road", "car"] and model.meta["metrics"]["mIoU"] == pytest.approx(0.2)
     assert zoo.create(NAME, pretrained=True, num_classes=3).meta["name"] == NAME  # same value: fine
     assert len(_weights_requests(server)) == 1 and torch.equal(_predict(zoo.load(NAME)), run[1][2])
+    assert torch.equal(_predict(zoo.load(NAME, sha256=published[1].sha256)), run[1][2])
+    with pytest.raises(hub.ChecksumError, match=f"entry {NAME}: its weights' sha256 is {published[1].sha256}, "
+                                                f"not the pinned {'0' * 64}"):
+        zoo.load(NAME, sha256="0" * 64)
     fresh = zoo.create(NAME)  # the architecture, fresh weights
     assert fresh.state_dict().keys() == model.state_dict().keys() and not hasattr(fresh, "meta")
     assert not torch.equal(_predict(fresh), run[1][2])

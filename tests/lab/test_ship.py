@@ -172,7 +172,7 @@ def test_replace_only_with_a_gain(shipped, run, tmp_path):
     assert entry.eval_protocol["mode"] == "slide" and entry.metrics["per_class_iou"]["car"] == 0.1
     assert entry.sha256 != sha
     s = ship.ship(run[0], NAME, force=True, **{**kwargs, "pointer": "best"})  # back to the best's own 0.2
-    assert s["mIoU"] == pytest.approx(0.2) and hub.sha256_of(paths["weights"] / f"{NAME}.safetensors") == sha
+    assert s["mIoU"] == pytest.approx(0.2) and s["file_replaced"]  # (safetensors orders metadata keys freely)
 
 
 @pytest.mark.train

@@ -171,6 +171,9 @@ def local_weights(source: str) -> Path | None:
     if (path / "checkpoints").is_dir():
         return resolve_run(path, "best") / WEIGHTS
     if path.is_dir() and (path / WEIGHTS).is_file():
+        if (path / CONFIG).is_file():  # a published folder: its config.json pins the weights, as for zoo.load
+            _, meta = read_config(path / CONFIG, path.name)
+            verify(path / WEIGHTS, meta["weights_sha256"], str(path / WEIGHTS), remove=False)
         return path / WEIGHTS
     if path.suffix == ".safetensors" and path.is_file():
         return path
@@ -277,6 +280,9 @@ def load(source, sha256: str | None = None, pointer: str = "best", map_location=
             raise ValueError(f"{source}: unsupported URL scheme {scheme!r} (http, https, file or a path)")
         if not path.exists():
             if source in ENTRIES:
+                if sha256 and sha256 != ENTRIES[source].sha256:  # the pin names other weights
+                    raise ChecksumError(f"entry {source}: its weights' sha256 is {ENTRIES[source].sha256}, "
+                                        f"not the pinned {sha256}")
                 return create_entry(source, pretrained=True).to(map_location).eval()
             hint = did_you_mean(source, list(ENTRIES), n=4) if path.name == source else ""  # a bare name
             raise FileNotFoundError(f"{source}: no such file or folder, nor an entry's name"
