@@ -143,8 +143,14 @@ def test_eval_tool_on_a_published_folder(trained, published, capsys):
     from_run = json.loads(capsys.readouterr().out)
     assert from_published == from_run
     assert not list(published.glob("eval-*.json"))  # results go to run folders only
-    assert (trained / "eval-val-whole-first2.json").is_file()  # a cut never poses as the full result
+    cut = json.loads((trained / "eval-val-whole-first2.json").read_text())  # a cut never poses as the full result
+    assert cut["images"] == 2 and cut["max_images"] == 2  # and publishing refuses it as val's figure
     assert not (trained / "eval-val-whole.json").exists()
+    with pytest.raises(SystemExit):  # windows the whole mode would ignore, and record
+        main([str(trained), "--device", "cpu", "--crop-size", "16", "16"])
+    assert capsys.readouterr().err.strip() == (
+        "error: --crop-size and --stride apply to --mode slide; the protocol's mode is whole, which would "
+        "ignore them (add --mode slide)")
 
 
 def test_eval_file_name_keeps_the_stored_protocols_result_apart():

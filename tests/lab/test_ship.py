@@ -234,14 +234,22 @@ def test_an_entry_with_a_holdout_validation_is_judged_on_it(shipped, run, tmp_pa
            r"evaluate .*iter_000002 again with `segzoo eval`"),
     ("iter_000002 onnxruntime int8", r"e.json: scored the weights through onnxruntime int8, not as "
                                      r"published \(torch fp32\); evaluate .*iter_000002 with `segzoo eval`"),
+    ("iter_000002 split=train", r"e.json: scored split 'train', not the run's val split 'val'; evaluate "
+                                r".*iter_000002 on it"),
+    ("iter_000002 max_images=2", r"e.json: scored the first 2 images only \(--max-images\); evaluate "
+                                 r".*iter_000002 on the whole val split"),
 ])
 def test_eval_file_of_other_weights_refused(run, tmp_path, scored, message):
+    """Published val figures come from these very weights, eager, on the whole val split."""
     from zoo.hub.formats import weights_sha256
     ckpts = run[0] / "checkpoints"
     result = {"mIoU": 0.9, "pixel_acc": 0.9, "per_class_iou": {}, "checkpoint": str(ckpts / "iter_000002")}
-    if scored:  # another checkpoint's weights, or these run through another backend
-        folder, *backend = scored.split()
+    if scored:  # another checkpoint's weights, these run through another backend, or another split
+        folder, *rest = scored.split()
         result.update(checkpoint=str(ckpts / folder), weights_sha256=weights_sha256(ckpts / folder))
+        changes = dict(r.split("=") for r in rest if "=" in r)
+        result.update({k: int(v) if v.isdigit() else v for k, v in changes.items()})
+        backend = [r for r in rest if "=" not in r]
         if backend:
             result["backend"] = {"backend": backend[0], "precision": backend[1]}
     (tmp_path / "e.json").write_text(json.dumps(result))

@@ -77,6 +77,9 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     for key, value in dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip).items():
         if value is not None:
             protocol[key] = value
+    if protocol["mode"] != "slide" and (crop_size is not None or stride is not None):
+        raise ValueError(f"--crop-size and --stride apply to --mode slide; the protocol's mode is "
+                         f"{protocol['mode'] or 'whole'}, which would ignore them (add --mode slide)")
     split = split or recipe.data.val_split
     full = dataset = make_dataset(recipe.data, split, train=False)
     ignore_index = dataset.ignore_index
@@ -87,6 +90,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     result = evaluate(model, loader, num_classes=len(meta["classes"]), class_names=meta["classes"],
                       ignore_index=ignore_index, device=dev, **protocol_args(protocol))
     result["split"] = split
+    result["images"], result["max_images"] = len(dataset), max_images  # a subset is not the split's figure
     result["backend"] = {"backend": backend, "precision": precision}
     if bias is not None:
         result["logit_bias"] = [float(b) for b in bias]

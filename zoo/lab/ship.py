@@ -131,6 +131,7 @@ def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[d
     else:
         result = json.loads(Path(eval_file).read_text())
         _check_scored(Path(eval_file), result, ckpt)
+        _check_whole_split(Path(eval_file), result, ckpt)
         metrics = {k: result[k] for k in ("mIoU", "pixel_acc", "mean_acc", "per_class_iou", "split")
                    if k in result}
         protocol, where = dict(result.get("protocol") or meta.get("eval_protocol") or {}), str(eval_file)
@@ -140,6 +141,19 @@ def evaluated_metrics(ckpt: Path, meta: dict, eval_file: Path | None) -> tuple[d
     if missing:
         raise ShipError(f"{where}: no {', '.join(missing)} to ship with the weights")
     return metrics, protocol, bias
+
+
+def _check_whole_split(eval_file: Path, result: dict, ckpt: Path) -> None:
+    """The evaluation shipped as the val figures must score the run's whole val split."""
+    recipe_file = ckpt.parent.parent / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
+    val_split = ((recipe or {}).get("data") or {}).get("val_split", "val")
+    if result.get("split", val_split) != val_split:
+        raise ShipError(f"{eval_file}: scored split {result['split']!r}, not the run's val split "
+                        f"{val_split!r}; evaluate {ckpt} on it with `segzoo eval`")
+    if result.get("max_images") is not None:
+        raise ShipError(f"{eval_file}: scored the first {result['max_images']} images only (--max-images); "
+                        f"evaluate {ckpt} on the whole {val_split} split with `segzoo eval`")
 
 
 def _check_scored(eval_file: Path, result: dict, ckpt: Path) -> None:
