@@ -133,7 +133,7 @@ def test_cli_onnx_parity_fcn8s_transposed(tmp_path, capsys):
     main = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "export.py"),
                           run_name="export_cli")["main"]
     torch.manual_seed(0)
-    code = main(["--model", "fcn8s", "--arg", "encoder=test_resnet", "--arg", "fc_channels=16",
+    code = main(["--model", "fcn8s", "--encoder", "test_resnet", "--arg", "fc_channels=16",
                  "--arg", "num_classes=3", "--arg", "upsample=transposed", "--formats", "onnx",
                  "--size", "64", "64", "--check-size", "96", "128", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -162,3 +162,13 @@ def test_cli_pspnet_falls_back_to_a_fixed_size_and_says_so(tmp_path, capsys):
     model = onnx.load(str(tmp_path / "pspnet.onnx"))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
     assert read_info(tmp_path / "pspnet.onnx")["size"] == [64, 64]
+
+
+def test_the_grid_takes_the_command_lines_options(tmp_path):
+    """`segzoo export --all --static --arg num_classes=3 ...` reaches every export of the grid."""
+    from zoo.inference.export import export_grid
+    rows = export_grid(tmp_path, archs=["fcn32s"], upsamplers=["bilinear"], formats=["onnx"], log=lambda _: None,
+                       model_args={"num_classes": 3, "fc_channels": 16}, dynamic=False, atol=1e-3)
+    assert rows[0]["onnx"]["ok"] and rows[0]["onnx"]["dynamic"] is False
+    shape = onnx.load(rows[0]["onnx"]["path"]).graph.output[0].type.tensor_type.shape
+    assert [d.dim_value for d in shape.dim] == [1, 3, 64, 64]

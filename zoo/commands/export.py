@@ -27,7 +27,8 @@ def parse(argv=None, prog=None):
     what.add_argument("--all", action="store_true", help="every architecture x upsampler, tiny heads")
     p.add_argument("--arg", action="append", default=[], metavar="K=V",
                    help="zoo.create argument, value read as YAML (repeatable)")
-    p.add_argument("--encoder", default="test_resnet", help="encoder of the --all grid")
+    p.add_argument("--encoder", default=None, help="encoder of the --all grid (default test_resnet), or of "
+                                                   "an architecture named by --model (as --arg encoder=...)")
     p.add_argument("--out", default="exported")
     p.add_argument("--formats", nargs="+", default=["onnx", "torch_export"],
                    choices=["onnx", "torch_export"])
@@ -48,7 +49,8 @@ def export_one(args) -> dict:
     from zoo.inference.export import export_model
     from zoo.lab.bench import parse_model_args
     from zoo.models.registry import builder_params
-    src = load_source(args.model, allow_arch=True, arch_args=parse_model_args(args.arg))
+    arch_args = {**({"encoder": args.encoder} if args.encoder else {}), **parse_model_args(args.arg)}
+    src = load_source(args.model, allow_arch=True, arch_args=arch_args)
     model = src.model
     arch = model.config["name"]
     name = arch if args.model == arch else Path(args.model).name
@@ -65,7 +67,11 @@ def export_one(args) -> dict:
                 reports[fmt] = fixed
             else:
                 report["reason"] += "; with --static: " + fixed["reason"]
-    info = deploy_info(src.meta, src.recipe, model.config)
+    weights_sha = None
+    if src.meta:  # trained weights: the file's own sha256 (a published folder's meta has config.json's)
+        from zoo.inference.deploy import cache_place
+        weights_sha = cache_place(src, args.model)[2]
+    info = deploy_info(src.meta, src.recipe, model.config, sha256=weights_sha)
     onnx = reports.get("onnx")
     if onnx and onnx["ok"]:
         stamp(Path(onnx["path"]), {**info, "size": None if onnx["dynamic"] else list(size)})
@@ -80,8 +86,11 @@ def main(argv=None, prog=None):
     from zoo.inference.export import export_grid, format_table
     if args.all:
         log = functools.partial(print, flush=True)
-        rows = export_grid(args.out, encoder=args.encoder, formats=args.formats,
-                           size=args.size or (64, 64), log=log)
+        from zoo.lab.bench import parse_model_args
+        rows = export_grid(args.out, encoder=args.encoder or "test_resnet", formats=args.formats,
+                           size=args.size or (64, 64), log=log, model_args=parse_model_args(args.arg),
+                           dynamic=not args.static, check_size=args.check_size, odd_size=args.odd_size,
+                           atol=args.atol)
     else:
         from zoo.commands.errors import run
         rows = [run(export_one, args)]

@@ -307,19 +307,21 @@ def tiny_args(arch: str) -> dict:
 
 
 def export_grid(out_dir, encoder: str = "test_resnet", archs=None, upsamplers=None,
-                formats=FORMATS, size=(64, 64), num_classes: int = 5, log=print) -> list[dict]:
-    """Export every architecture x upsampler (tiny heads); one row per pair."""
+                formats=FORMATS, size=(64, 64), num_classes: int = 5, log=print, model_args=None,
+                **options) -> list[dict]:
+    """Export every architecture x upsampler (tiny heads, changed by `model_args`); one row per
+    pair. `options` go to `export_model` (dynamic, check_size, odd_size, atol)."""
     rows = []
     for arch in archs or exportable_architectures():
         for up in upsamplers or list(UPSAMPLERS):
             row = {"arch": arch, "encoder": encoder, "upsample": up}
             try:
-                model = factory.create(arch, encoder=encoder, upsample=up, num_classes=num_classes,
-                                   **tiny_args(arch))
+                model = factory.create(arch, **{"encoder": encoder, "upsample": up, "num_classes": num_classes,
+                                                **tiny_args(arch), **(model_args or {})})
             except Exception as e:
                 row.update({f: _failed(f"build: {short_reason(e)}") for f in formats})
             else:
-                row.update(export_model(model, Path(out_dir) / f"{arch}_{up}", formats, size))
+                row.update(export_model(model, Path(out_dir) / f"{arch}_{up}", formats, size, **options))
             rows.append(row)
             log(f"{arch}/{up}: " + ", ".join(f"{f} {_status(row[f])}" for f in formats))
     return rows
