@@ -358,3 +358,9 @@ def test_torchrun_with_one_process_joins_the_group_and_wraps(monkeypatch):
     finally:
         D.cleanup()
     assert not D.initialized()
+    # On a GPU the group binds the rank to cuda:LOCAL_RANK, which must carry its index
+    # (init_process_group refuses device_id=cuda): checked here with CUDA pretended present.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    assert D.device_for("auto") == torch.device("cuda", 0) and D.device_for("cuda").index == 0

@@ -122,8 +122,8 @@ def device_for(requested: str, info_local_rank: int | None = None, what: str = "
     asked, sep = requested, " " if what.startswith("-") else "="
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        requested = f"cuda:{local}"
+    if requested == "cuda" and (int(os.environ.get("WORLD_SIZE", "1")) > 1 or launched_by_torchrun()):
+        requested = f"cuda:{local}"  # an index, which the process group's device_id needs, one process too
     try:
         device = torch.device(requested)
     except RuntimeError:
