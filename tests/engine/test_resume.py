@@ -87,6 +87,20 @@ def test_changes_a_resumed_run_cannot_follow_are_refused(runs, tmp_path, overrid
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_run_resumed_under_fp16_starts_its_loss_scale_afresh(runs, tmp_path):
+    """A checkpoint written without fp16 stores no loss scale; the fp16 scaler (CUDA's, a CPU
+    one here) starts afresh and says so, where torch's own error named no key or file."""
+    from zoo.engine.resume import restore
+    run = copy_of(runs, "four", tmp_path)
+    trainer = T.Trainer(recipe(8), run)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    r = restore(trainer.ckpt_dir, model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                scaler=scaler, recipe=trainer.recipe, device=trainer.device)
+    assert r.iteration == 4 and scaler.get_scale() == 65536.0
+    assert any(n.startswith("train.amp is fp16 now, not when ") and n.endswith("the loss scale starts afresh")
+               for n in r.notes)
+
+
 @pytest.mark.parametrize("section, key, value, message", [
     ("model", "upsample", "pixelshuffle", "model.upsample changed unset -> pixelshuffle since the run in"),
     ("model", "decoder_channels", [8, 8, 8, 8, 8],

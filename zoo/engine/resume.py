@@ -170,7 +170,10 @@ def restore(ckpt_dir: Path, *, model, optimizer, scheduler, scaler, recipe, devi
     if "total_iters" in changed:
         old, new = changed["total_iters"]
         notes.append(f"train.iters changed {old} -> {new}: the schedule now runs to {new}")
-    scaler.load_state_dict(state["scaler"])
+    if scaler.is_enabled() and not state["scaler"]:  # written without fp16, whose loss scale it lacks
+        notes.append(f"train.amp is fp16 now, not when {path} was written: the loss scale starts afresh")
+    else:
+        scaler.load_state_dict(state["scaler"])
     best = ckpt.read_pointer(ckpt_dir, "best")
     best_miou = best["mIoU"] if best and "mIoU" in best else state["best_miou"]
     return Resumed(path, state["iteration"], state["samples_seen"], best_miou, state["rng"], notes)
