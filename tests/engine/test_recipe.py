@@ -308,6 +308,9 @@ def test_one_override_parser_for_recipes_ablations_and_benchmarks():
     assert parse_override("train.lr=1e-3") == ("train.lr", 1e-3)  # YAML 1.2: a float
     assert parse_override(" eval.flip = on") == ("eval.flip", "on")  # YAML 1.2: not a bool
     assert parse_override("data.crop_size=[512, 1024]") == ("data.crop_size", [512, 1024])
+    assert parse_override("train.seed=010") == ("train.seed", 10)  # YAML 1.2: decimal, not octal 8
+    assert parse_override("log.name=12:30") == ("log.name", "12:30")  # YAML 1.2: not 750 (base 60)
+    assert [parse_override(f"train.seed={v}")[1] for v in ("0o10", "0x1F", "-3", "1_000")] == [8, 31, -3, "1_000"]
     raw = {"train": {"iters": 3}}
     assert apply_overrides(raw, ["train.iters=4", "model.name=unet", "train.iters=5"]) is raw
     assert raw == {"train": {"iters": 5}, "model": {"name": "unet"}}
