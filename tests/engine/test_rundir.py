@@ -44,6 +44,10 @@ def test_folder_names_follow_the_command():
     # The last value of a key wins, as when the recipe is loaded.
     assert rundir.default_run_dir("q.yaml", ["train.lr=0.5", "train.lr=0.1"]) == \
         rundir.default_run_dir("q.yaml", ["train.lr=0.1"])
+    assert a.name == "quickstart-1bd187d1"  # the names of runs already on disk stay theirs
+    # A key inside another: the order decides the recipe (iters 4, then 5), so the folder.
+    assert rundir.default_run_dir("q.yaml", ["train={iters: 5}", "train.iters=4"]) != \
+        rundir.default_run_dir("q.yaml", ["train.iters=4", "train={iters: 5}"])
     assert rundir.default_run_dir("q.yaml", ["x=1"], name="mine") == Path("runs/mine")
     with pytest.raises(ValueError, match="--name 'a/b': a folder name"):
         rundir.default_run_dir("q.yaml", name="a/b")

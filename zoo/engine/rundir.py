@@ -37,12 +37,12 @@ class RunFolderBusy(ValueError):
 
 def overrides_digest(overrides) -> str:
     """8 hex digits naming a set of `key=value` overrides; the last value of a key wins,
-    as in the recipe loader, and their order does not matter."""
-    pairs: dict[str, str] = {}
-    for item in overrides:
-        key, _, value = str(item).partition("=")
-        pairs[key.strip()] = value.strip()
-    text = json.dumps(sorted(pairs.items()))
+    as in the recipe loader, and their order does not matter, unless one key lies inside
+    another (`train={iters: 5}` and `train.iters=4`), where the later one wins there too."""
+    items = [tuple(part.strip() for part in str(item).partition("=")[::2]) for item in overrides]
+    pairs = dict(items)
+    nested = any(b.startswith(a + ".") for a in pairs for b in pairs)
+    text = json.dumps(items if nested else sorted(pairs.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
