@@ -201,10 +201,25 @@ def test_local_folder_checked_against_its_digest(published, tmp_path):
     (bad / hub.WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(hub.ChecksumError, match=f"expected {published[1].sha256}"):
         zoo.load(bad)
-    from tests.tiny_run import MODEL  # nor does a fine-tune start from it unchecked
+    # nor does a fine-tune start from it unchecked
     with pytest.raises(hub.ChecksumError, match=f"expected {published[1].sha256}"):
         zoo.create(init_from=str(bad), **{k: v for k, v in MODEL.items() if k != "encoder_weights"})
     assert (bad / hub.WEIGHTS).is_file()  # a user's own file is never deleted
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(classes=["a", "b", "c", "d"]), r"key 'model.num_classes' is 3 but 'classes' names 4"),
+    (lambda c: c.update(palette=[[0, 0, 0]]), r"key 'palette' has 1 colours for 3 classes"),
+    (lambda c: c["model"].update(bogus=1), r"unet: unknown argument"),
+])
+def test_a_published_folders_config_is_checked_and_named(published, tmp_path, change, message):
+    bad = tmp_path / NAME
+    shutil.copytree(published[0], bad)
+    config = json.loads((bad / "config.json").read_text())
+    change(config)
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad / 'config.json'))}: {message}"):
+        zoo.load(bad)
 
 
 def test_pickle_refused(tmp_path, server, run):

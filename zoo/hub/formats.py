@@ -287,6 +287,15 @@ def read_config(path: Path, default_name: str, where: str | None = None) -> tupl
 def model_and_meta(info: dict, meta: dict, where: str) -> tuple[dict, dict]:
     if not isinstance(info.get("model"), dict):
         raise ValueError(f"{where}: its metadata has no 'model' arguments")
+    classes, palette = info.get("classes"), info.get("palette")
+    if classes is not None:  # as an index entry is checked: the names label the model's channels
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"{where}: key 'classes' must be a non-empty list of names, got {classes!r}")
+        n = info["model"].get("num_classes")
+        if n is not None and n != len(classes):
+            raise ValueError(f"{where}: key 'model.num_classes' is {n} but 'classes' names {len(classes)}")
+        if palette and len(palette) != len(classes):
+            raise ValueError(f"{where}: key 'palette' has {len(palette)} colours for {len(classes)} classes")
     for key in ("classes", "palette", "mean", "std", "eval_protocol", "metrics", "dataset", "iteration",
                 "recipe"):
         if key in info:

@@ -232,7 +232,12 @@ def _few(keys: list[str], n: int = 4) -> str:
 
 def build_model(model_kwargs: dict, weights: Path, map_location="cpu") -> nn.Module:
     """`build_architecture(model_kwargs)`, then `weights` loaded strictly."""
-    model = build_architecture(model_kwargs)
+    try:
+        model = build_architecture(model_kwargs)
+    except ValueError as e:  # name the file the arguments came from
+        folder = Path(weights).parent
+        where = next((folder / f for f in (CONFIG, "meta.json") if (folder / f).is_file()), weights)
+        raise ValueError(f"{where}: {e}") from None
     load_weights(model, weights, str(weights))
     return model.to(map_location)
 
