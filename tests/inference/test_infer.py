@@ -146,6 +146,12 @@ def test_eval_tool_on_a_published_folder(trained, published, capsys):
     cut = json.loads((trained / "eval-val-whole-first2.json").read_text())  # a cut never poses as the full result
     assert cut["images"] == 2 and cut["max_images"] == 2  # and publishing refuses it as val's figure
     assert not (trained / "eval-val-whole.json").exists()
+    before = torch.get_num_threads()
+    try:  # --no-flip overrides a stored flip; --threads sets eager's threads too
+        main([str(trained), "--device", "cpu", "--max-images", "1", "--no-flip", "--threads", "1"])
+        assert json.loads(capsys.readouterr().out)["protocol"]["flip"] is False and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     with pytest.raises(SystemExit):  # windows the whole mode would ignore, and record
         main([str(trained), "--device", "cpu", "--crop-size", "16", "16"])
     assert capsys.readouterr().err.strip() == (

@@ -29,7 +29,8 @@ def main(argv=None, prog=None):
     p.add_argument("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--scales", type=float, nargs="+", default=None)
-    p.add_argument("--flip", action="store_true", default=None)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored frame, or not (--no-flip); default: the stored protocol's")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data.root)")
     p.add_argument("--device", default="auto")

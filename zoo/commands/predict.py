@@ -24,8 +24,8 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="PyTorch eager, or ONNX Runtime on the CPU (exported once and cached)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8: static quantization calibrated on the training split (onnxruntime only)")
-    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads "
-                   "(default: torch's count)")
+    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads, or torch's "
+                   "with --backend torch (default: torch's count)")
 
 
 def main(argv=None, prog=None):

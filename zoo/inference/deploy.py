@@ -324,6 +324,8 @@ def backend_model(src, source=None, *, backend: str = "torch", precision: str = 
         if precision != "fp32":
             raise ValueError(f"precision {precision!r} runs on ONNX Runtime only: add --backend onnxruntime "
                              "(PyTorch eager runs fp32)")
+        if options.get("threads"):  # eager's own thread count
+            torch.set_num_threads(int(options["threads"]))
         return src.model
     return runtime_model(src, source, precision=precision, **options)
 

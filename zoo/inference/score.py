@@ -69,7 +69,7 @@ def evaluate_run(source, *, split: str | None = None, pointer: str = "best", dev
     recipe = require_recipe(src, source, "evaluation")
     if data_root is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"root": data_root})})
-    if backend != "torch" or precision != "fp32":  # ONNX Runtime on the CPU (zoo/inference/deploy.py)
+    if backend != "torch" or precision != "fp32" or threads:  # ONNX Runtime on the CPU (zoo/inference/deploy.py)
         model = backend_model(src, source, backend=backend, precision=precision, threads=threads,
                               data_root=data_root, pointer=pointer)
     stored = stored_protocol(meta.get("eval_protocol"))
