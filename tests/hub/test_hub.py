@@ -169,6 +169,21 @@ def test_publish_refuses_an_architecture_name(run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_publishing_what_would_not_load_leaves_the_folder_as_it_was(published, run, tmp_path):
+    out = tmp_path / NAME
+    shutil.copytree(published[0], out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    bad = tmp_path / "run"
+    shutil.copytree(run[0], bad)
+    meta = bad / "checkpoints" / "iter_000003" / "meta.json"  # other weights than the folder's
+    info = json.loads(meta.read_text())
+    info["model"]["decoder_channels"] = [8, 8, 8, 8, 8]  # not the shapes the weights have
+    meta.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="do not fit"):
+        publish.publish(bad, NAME, out, pointer="last")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
 def test_load_run_folder_best_falls_back_to_last(run, tmp_path, monkeypatch):
     run_dir, outputs = run
     monkeypatch.setenv("ZOO_OFFLINE", "1")  # encoder_weights="imagenet" in meta.json must not be fetched

@@ -86,10 +86,10 @@ def publish(run_dir, name: str, out, *, url: str | None = None, pointer: str = "
 def _write_folder(config: dict, weights_src: Path, out: Path) -> str:
     """config.json (naming the weights' sha256) and model.safetensors into `out`, checked to
     load; returns the weights' sha256."""
+    hub.build_model(config["model"], weights_src)  # refuse what would not load, before `out` changes
     out.mkdir(parents=True, exist_ok=True)
     weights = out / hub.WEIGHTS
     atomic_copy(weights_src, weights)
-    hub.build_model(config["model"], weights)  # refuse to publish what would not load
     digest = hub.sha256_of(weights)
     atomic_write_json(out / hub.CONFIG, {**config, "weights_sha256": digest})
     return digest
