@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import warnings
 
 import cv2
 import numpy as np
@@ -355,8 +356,12 @@ def test_folder_flat_layout_errors(tmp_path):
         _write_rgb(root / "images" / f"{stem}.png", _image())
         _write_gray(root / "masks" / f"{stem}.png", _stripes([0, 1]))
     (root / "val.txt").write_text("q\n")
-    assert len(build_dataset("folder", root, "train", classes=["a", "b"])) == 2
-    assert len(build_dataset("folder", root, "val", classes=["a", "b"])) == 1
+    with pytest.warns(UserWarning, match=r"no train/ folder nor train.txt, so split 'train' is every pair in "
+                                         r"images/ and masks/, the same frames as any other split"):
+        assert len(build_dataset("folder", root, "train", classes=["a", "b"])) == 2  # q, val's frame, too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a listed split is its own
+        assert len(build_dataset("folder", root, "val", classes=["a", "b"])) == 1
     with pytest.raises(ValueError, match="num_classes"):
         build_dataset("folder", root, "train")
     (root / "masks" / "p.png").unlink()

@@ -6,6 +6,9 @@ Layout under `root` (the first that exists):
     images/<name>.*  +  masks/<name>.png   (all pairs; only the names listed one
                                             a line in {split}.txt when that file exists)
 
+A split with neither its folder nor its list is every pair, the same frames as any other
+split; the dataset warns, since a validation on them says nothing about new frames.
+
 Masks hold class indices 0..K-1 and 255 = ignore (8/16-bit grey or palette
 PNGs). Colour-coded RGB masks are decoded when `palette` is given: each pixel
 colour must be one of the palette's, whose row number is the class.
@@ -14,6 +17,8 @@ Options: `classes` (names) or `num_classes` (names become "class_0", ...),
 `palette` (K RGB triples; default: the VOC colour map).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -60,6 +65,10 @@ class FolderDataset(SegDataset):
         base = self.root / split if (self.root / split / "images").is_dir() else self.root
         image_dir, mask_dir = require_dir(base / "images", LAYOUT), require_dir(base / "masks", LAYOUT)
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if base == self.root and not (self.root / f"{split}.txt").exists():
+            warnings.warn(f"{self.root}: no {split}/ folder nor {split}.txt, so split {split!r} is every pair in "
+                          "images/ and masks/, the same frames as any other split: a validation on them "
+                          "measures fitting, not accuracy on new frames", stacklevel=2)
         if base == self.root and (self.root / f"{split}.txt").exists():
             wanted = require_file(self.root / f"{split}.txt", LAYOUT).read_text().split()
             by_stem = {p.stem: p for p in images}
