@@ -41,9 +41,10 @@ FILE = "calibration.json"
 
 def prior_bias(weights: Sequence[float], alpha: float) -> list[float]:
     """`-alpha * log(w_c)` per class; weights must be positive."""
-    bad = [w for w in weights if not w > 0]
+    bad = [(i, w) for i, w in enumerate(weights) if not w > 0]
     if bad:
-        raise ValueError(f"class weights must be positive to undo them; got {bad[0]!r}")
+        raise ValueError(f"class weights must be positive to undo them (train.class_weights); class "
+                         f"{bad[0][0]} has {bad[0][1]!r}")
     return [-alpha * math.log(float(w)) + 0.0 for w in weights]  # + 0.0 turns -0.0 into 0.0
 
 
@@ -111,9 +112,12 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
                          "class prior to undo")
     if not hasattr(src.model, "set_logit_bias"):
         raise ValueError(f"{source}: a {type(src.model).__name__} takes no logit_bias")
-    weights = class_weights(recipe, make_dataset(recipe.data, recipe.data.train_split, train=False))
     split = split or recipe.data.train_split
     dataset = make_dataset(recipe.data, split, train=False)
+    # Median-frequency weights are the training split's; a list needs no data but the classes.
+    weights = class_weights(recipe, dataset if isinstance(recipe.train.class_weights, list) or
+                            split == recipe.data.train_split else
+                            make_dataset(recipe.data, recipe.data.train_split, train=False))
     ignore_index = dataset.ignore_index
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {max_images}")
