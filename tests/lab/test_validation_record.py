@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from zoo.hub.entries import SHIPPED_INDEX, read_index
-from zoo.lab.ship import ShipError, record_validation
+from zoo.lab.ship import ShipError
+from zoo.lab.validation import record_validation
 
 NAME = "fcn8s_resnet10t_camvid"
 CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",

@@ -75,7 +75,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
     from zoo.commands.errors import run
     if args.validation:
-        from zoo.lab.ship import record_validation
+        from zoo.lab.validation import record_validation
         name, eval_file = args.validation
         v = run(record_validation, name, eval_file, command=args.command, machine_name=args.machine,
                 weights_dir=args.weights_dir, card=args.card, adopt_protocol=args.adopt_protocol,
