@@ -75,6 +75,9 @@ def test_segzoo_dispatches_and_names_unknown_commands(capsys):
     assert segzoo(["list", "fcn*"]) == 0
     listed = capsys.readouterr().out.split()
     assert listed == zoo.list_models("fcn*") and {"fcn16s", "fcn32s", "fcn8s"} <= set(listed)
+    assert segzoo(["list", "fcn8s_resnet10t*", "--cost", "--size", "64", "64"]) == 0  # an entry's cost too
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].split()[0] == "fcn8s_resnet10t_camvid" and float(rows[1].split()[1]) > 1  # params (M)
     assert segzoo(["trian"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown command 'trian'; did you mean train?")
     assert segzoo(["--help"]) == 0

@@ -141,6 +141,9 @@ def test_aux_head_is_trained_when_weighted():
     before = model.aux_head.layers[-1].weight.clone()
     runner.train_step()
     assert not torch.equal(before, model.aux_head.layers[-1].weight)
+    s = spec("unet", "bilinear", aux_weight=0.4)  # no auxiliary head: the main loss alone, no crash
+    runner = bench.Runner(bench.build_zoo(s), s, x, y, aux=True)
+    runner.train_step()
 
 
 @pytest.mark.train

@@ -20,7 +20,7 @@ def main(argv=None, prog=None):
     args = p.parse_args(argv)
 
     import zoo
-    from zoo.models.profile import summarize
+    from zoo.models.profile import count_flops, count_params
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
     if args.pretrained and not args.cost:
         print(entry_table(names))
@@ -29,9 +29,10 @@ def main(argv=None, prog=None):
         print("\n".join(names))
         return
     print(f"{'model':28s} {'params (M)':>10s} {'GFLOPs @ %dx%d' % tuple(args.size):>16s}")
-    for name in names:
-        row = summarize(name, tuple(args.size), num_classes=args.num_classes, upsample=args.upsample)
-        print(f"{name:28s} {row['params_m']:10.2f} {row['gflops']:16.2f}")
+    changes = {k: v for k, v in (("num_classes", args.num_classes), ("upsample", args.upsample)) if v is not None}
+    for name in names:  # zoo.create knows entries as well as architectures (their fresh weights do here)
+        model = zoo.create(name, **changes)
+        print(f"{name:28s} {count_params(model) / 1e6:10.2f} {count_flops(model, tuple(args.size)) / 1e9:16.2f}")
 
 
 def entry_table(names: list[str]) -> str:

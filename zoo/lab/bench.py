@@ -108,9 +108,11 @@ class Runner:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
-            if self.aux_weight:
+            if self.aux_weight:  # an architecture without an auxiliary head trains its main loss only
                 logits, aux = self.forward(self.x, aux=True)
-                loss = F.cross_entropy(logits, self.y) + self.aux_weight * F.cross_entropy(aux, self.y)
+                loss = F.cross_entropy(logits, self.y)
+                if aux is not None:
+                    loss = loss + self.aux_weight * F.cross_entropy(aux, self.y)
             else:
                 loss = F.cross_entropy(self.forward(self.x), self.y)
         if self.scaler:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models.registry import create
-
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -27,9 +25,3 @@ def count_flops(model: nn.Module, size: tuple[int, int] = (512, 512), in_chans: 
         model(x)
     model.train(was_training)
     return counter.get_total_flops()
-
-
-def summarize(name: str, size: tuple[int, int], **kwargs) -> dict:
-    model = create(name, **kwargs)
-    return {"name": name, "params_m": count_params(model) / 1e6,
-            "gflops": count_flops(model, size) / 1e9}
