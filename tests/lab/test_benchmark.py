@@ -238,6 +238,20 @@ def test_upsampler_cost_refuses_unknown_names_in_one_line(capsys):
         main(["--upsamplers", "--arch", "unetx", "--encoder", "test_resnet"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--upsamplers", "--amp", "bf16", "--channels-last", "--rounds", "3"],
+     "--upsamplers does not take --amp, --channels-last, --rounds"),
+    (["--deploy", "all", "--device", "cuda", "--arch", "pspnet", "--threads", "2"],
+     "--deploy does not take --arch, --device, --threads"),
+])
+def test_modes_refuse_the_flags_they_would_drop(capsys, argv, message):
+    from zoo.commands.benchmark import parse
+    with pytest.raises(SystemExit):
+        parse(argv)
+    assert capsys.readouterr().err.strip().endswith(f"error: {message}")
+    assert parse(["--upsamplers", "--iters", "2", "--device", "cpu"]).upsamplers  # what it takes passes
+
+
 def test_timing_and_memory_sampler():
     calls = []
     times = timing.time_steps(lambda: calls.append(1), 3)

@@ -82,7 +82,22 @@ def parse(argv=None, prog=None):
     d.add_argument("--deploy-threads", type=int, nargs="+", default=[1, 2], metavar="N")
     d.add_argument("--max-images", type=int, default=None, help="val frames scored (default: all)")
     d.add_argument("--timed-frames", type=int, default=10, help="val frames timed per round")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    mode = "--upsamplers" if args.upsamplers else "--deploy" if args.deploy else None
+    if mode:  # a flag the mode would drop is refused, not ignored
+        defaults = {a.dest: a.default for a in p._actions}
+        ignored = [f"--{k.replace('_', '-')}" for k in _NOT_TAKEN[mode] if getattr(args, k) != defaults[k]]
+        if ignored:
+            p.error(f"{mode} does not take {', '.join(ignored)}")
+    return args
+
+
+_TIMING = ("amp", "channels_last", "compile", "recipe_defaults", "aux_weight", "against", "smp_eager_fp32")
+_NOT_TAKEN = {  # the settings of the throughput grid that each other mode has no use for
+    "--upsamplers": (*_TIMING, "rounds"),  # fp32, contiguous, eager; models take turns --iters times
+    "--deploy": (*_TIMING, "arch", "encoder", "upsample", "size", "batch", "num_classes", "arg", "device",
+                 "iters", "warmup", "threads"),  # CPU, each entry at its eval size; --deploy-threads
+}
 
 
 def deploy(args):
