@@ -176,6 +176,7 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     assert [r.split(" | ")[0].strip("| ") for r in runs] == cells
     m = json.loads((out / "runs" / cells[0] / "ablation.json").read_text())
     assert m["checkerboard_stride"] == 2 and 0.0 <= m["checkerboard"] <= 1.0
+    assert m["key"]["device"] == "cpu" and m["key"]["threads"] == 1  # another machine measures afresh
     assert m["params"] > 0 and m["gflops"] > 0 and m["latency_ms"] > 0 and m["train_img_s"] > 0
     ev = json.loads((out / "runs" / cells[0] / "eval.json").read_text())
     assert m["boundary_iou"] == ev["boundary_iou"] and 0.0 <= m["boundary_iou"] <= 1.0
@@ -208,6 +209,20 @@ def test_quickstart_grid_end_to_end_resumes_and_reports(tmp_path, capsys, one_th
     assert f"train {cells[1]}" in log and "resumed from" in log
     assert (killed / "eval.json").is_file()
     assert (killed / "metrics.jsonl").read_text().count('"loss"') == rows_before
+
+    # An edited ablation file: its cells are not the runs on disk, which neither count as
+    # finished (training resumes them, or names the key they cannot follow) nor get reported.
+    from zoo.engine.recipe import recipe_from_dict, recipe_to_dict
+    from zoo.engine.resume import first_difference
+    from zoo.lab.ablate.grid import is_finished
+    cell = load_ablation(QUICK, overrides=SHORT).cells[0]
+    raw = recipe_to_dict(cell.recipe)
+    iters = raw["train"]["iters"]
+    assert is_finished(out / "runs" / cell.name, cell.recipe)
+    raw["train"].update(iters=iters + 2, device="cpu", threads=2)  # where it runs is not what it trained
+    longer = recipe_from_dict(raw)
+    assert not is_finished(out / "runs" / cell.name, longer)
+    assert first_difference(longer, out / "runs" / cell.name) == f"train.iters: {iters} -> {iters + 2}"
 
 
 @pytest.mark.slow

@@ -108,6 +108,24 @@ def check_unchanged(recipe, run_dir: Path) -> None:
                                   "it back, or train into a new run folder (--name, --run-dir or --fresh)")
 
 
+# Where and how a run ran, not what it learned: a run of the same recipe on another machine.
+_SETTING_KEYS = ("train.device", "train.threads", "data.root", "data.num_workers", "log")
+
+
+def first_difference(recipe, run_dir: Path) -> str | None:
+    """The first key (sorted) whose value in `recipe` differs from the run's recipe.yaml, as
+    "key: saved -> now", or None when the run trained this recipe (settings of where and how
+    it ran aside); None too when the run folder has no recipe.yaml."""
+    saved_file = Path(run_dir) / "recipe.yaml"
+    if not saved_file.is_file():
+        return None
+    old, new = _flat(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}), _flat(recipe_to_dict(recipe))
+    for k in sorted(set(old) | set(new)):
+        if not any(k == s or k.startswith(s + ".") for s in _SETTING_KEYS) and old.get(k) != new.get(k):
+            return f"{k}: {_show(old.get(k))} -> {_show(new.get(k))}"
+    return None
+
+
 def _show(value) -> str:
     return "unset" if value is None else str(value)
 

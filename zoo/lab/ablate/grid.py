@@ -30,7 +30,8 @@ Cells are named `<arch>-<encoder>-<upsampler>-s<seed>` and train into
 names, tables and plots lists the options: `pixelshuffle-icnr_off`,
 `carafe-up_kernel_3`.
 
-Running is resumable: a cell whose `eval.json` exists is finished and skipped;
+Running is resumable: a cell whose `eval.json` exists, from a run of the cell's recipe as
+it now reads, is finished and skipped;
 any other is trained with `resume=True`, which continues a killed cell from
 its last checkpoint. With several jobs, cells run side by side as
 `python -m zoo.commands.train` subprocesses, one per device slot.
@@ -64,6 +65,7 @@ from zoo.engine.recipe import (
     save_recipe,
 )
 from zoo.engine.recipe_errors import describe, one_line, pydantic_error, unknown_key
+from zoo.engine.resume import first_difference
 from zoo.engine.trainer import train
 from zoo.lab.ablate.schema import AblationError, AblationFile, Grid, ReportConfig, slug, upsampler_label
 from zoo.models.registry import create
@@ -238,8 +240,10 @@ def run_dir(out: Path, cell: Cell) -> Path:
     return Path(out) / "runs" / cell.name
 
 
-def is_finished(path: Path) -> bool:
-    return (Path(path) / "eval.json").is_file()
+def is_finished(path: Path, recipe: Recipe | None = None) -> bool:
+    """Its eval.json exists and, given the cell's `recipe`, the run trained that recipe: a cell
+    of an edited ablation file is not finished (it resumes, or names the key it cannot follow)."""
+    return (Path(path) / "eval.json").is_file() and (recipe is None or not first_difference(recipe, path))
 
 
 def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, only=(), log=print) -> list[str]:
@@ -255,9 +259,12 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, o
     for cell in ablation.cells:
         if cell.not_applicable:
             log(f"[ablate] skip {cell.name}: not applicable ({cell.not_applicable})")
-        elif is_finished(run_dir(out, cell)):
+        elif is_finished(run_dir(out, cell), cell.recipe):
             log(f"[ablate] skip {cell.name}: finished ({run_dir(out, cell) / 'eval.json'})")
         else:
+            if is_finished(run_dir(out, cell)):
+                log(f"[ablate] {cell.name} finished under another recipe "
+                    f"({first_difference(cell.recipe, run_dir(out, cell))}): resuming it")
             todo.append(cell)
     if only:
         wanted = [c for c in todo if any(fnmatch.fnmatchcase(c.name, p) for p in only)]
@@ -316,7 +323,7 @@ def _train_here(cells, out, device, progress, log) -> list[str]:
     failed = []
     for i, cell in enumerate(cells, 1):
         path = run_dir(out, cell)
-        if is_finished(path):  # finished meanwhile by another runner on the same folder
+        if is_finished(path, cell.recipe):  # finished meanwhile by another runner on the same folder
             continue
         recipe = _with_device(cell.recipe, device) if device else cell.recipe
         log(f"[ablate] train {cell.name} ({i}/{len(cells)}) -> {path}")
@@ -349,17 +356,18 @@ def _train_side_by_side(cells, out, jobs, devices, progress, log) -> list[str]:
         device = slots.get()
         try:
             path = run_dir(out, cell)
-            if is_finished(path):
+            if is_finished(path, cell.recipe):
                 return True
             recipe = _with_device(cell.recipe, device) if device else cell.recipe
-            save_recipe(recipe, path / "recipe.yaml")
-            cmd = train_command(path / "recipe.yaml", path)
+            # Not recipe.yaml: that is the run's own, which resuming checks the cell's against.
+            save_recipe(recipe, path / "cell.yaml")
+            cmd = train_command(path / "cell.yaml", path)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads_each)}
             log(f"[ablate] train {cell.name} on {device or 'the default device'} -> {path}")
             started = progress.start()
             with open(path / "train.log", "a") as f:
                 rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-            ok = rc == 0 and is_finished(path)
+            ok = rc == 0 and is_finished(path, cell.recipe)
             if not ok:
                 log(f"[ablate] FAILED {cell.name}: exit status {rc} (see {path / 'train.log'})")
             progress.finished(cell.name, started, ok)

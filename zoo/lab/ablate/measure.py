@@ -159,7 +159,8 @@ def measure_run(run_dir: Path, cfg, device="cpu", *, force: bool = False) -> dic
     run_dir = Path(run_dir)
     result = json.loads((run_dir / "eval.json").read_text())
     cache = run_dir / CACHE
-    key = {"checkpoint": result.get("checkpoint"), "settings": _settings(cfg)}
+    key = {"checkpoint": result.get("checkpoint"), "settings": _settings(cfg),  # latencies are the device's
+           "device": str(torch.device(device)), "threads": torch.get_num_threads()}
     if cache.is_file() and (run_dir / PREDICTIONS).is_file() and not force:
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:

@@ -336,7 +336,7 @@ def write_report(ablation: Ablation, out, *, device="cpu", command: str | None =
         path = run_dir(out, cell)
         if cell.not_applicable:
             continue
-        if not is_finished(path):
+        if not is_finished(path, cell.recipe):  # a run of another recipe is not this cell's result
             missing.append(cell)
             continue
         log(f"[ablate] measure {cell.name}")
