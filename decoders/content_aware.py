@@ -41,7 +41,8 @@ class CarafeUpsample(Upsampler):
         s, k2 = self.scale, self.k ** 2
         # The encoder's output channels are (phase, neighbour); reordering its
         # filters to (neighbour, phase) yields the kernels in the layout the
-        # reassembly reads, with no copy of the activations.
+        # reassembly reads, with no copy of the activations. (mmcv's CARAFE orders
+        # them (neighbour, phase): its checkpoints load after the same permutation.)
         weight = self.encode.weight.unflatten(0, (s * s, k2)).transpose(0, 1).flatten(0, 1)
         bias = self.encode.bias.unflatten(0, (s * s, k2)).t().flatten()
         logits = F.conv2d(self.compress(x), weight, bias, padding=self.encode.padding)

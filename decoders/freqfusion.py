@@ -33,9 +33,12 @@ SegNeXt config turns it off): softmax, times the window, renormalised, which
 is a softmax of the logits plus the window's logarithm. Scales above 2 (the
 reference fuses x2 only) use the same construction with s*s sub-pixel phases.
 
-At initialisation (the authors' init: Xavier-uniform convolutions, kernel
-generators normal with std 0.001, offset generators normal with std 0.001,
-the direct-scale convolutions zero), the kernels are near uniform (times the
+At initialisation (Xavier-uniform convolutions, kernel generators normal with
+std 0.001, offset generators normal with std 0.001, the direct-scale
+convolutions zero: the initialisation the authors' classes declare; their
+FreqFusion.init_weights() then re-draws every convolution of the offset
+generator Xavier-uniform, so their offsets start up to about two source pixels
+from the identity, not within a hundredth of one as here), the kernels are near uniform (times the
 Hamming window) and the offsets near zero, so the output starts close to a
 local (Hamming-weighted) mean of the coarse feature, nearest-upsampled, plus
 the projected guide sharpened by ``G - mean_3x3(G)`` (Hamming-weighted too); the resampling starts as
