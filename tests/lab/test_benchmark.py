@@ -132,6 +132,14 @@ def test_spec_validation():
 
 
 @pytest.mark.train
+def test_iters_is_the_number_of_timed_steps_whatever_the_rounds():
+    rows = bench.benchmark(spec(), iters=3, warmup=0, rounds=2, log=lambda _: None)
+    assert rows[0]["train_steps"] == rows[0]["infer_steps"] == 3  # 2 + 1, not 2 a round
+    with pytest.raises(ValueError, match=r"--rounds 4: models take turns 1 to --iters \(3\) times"):
+        bench.benchmark(spec(), iters=3, rounds=4)
+
+
+@pytest.mark.train
 def test_aux_head_is_trained_when_weighted():
     s = spec("pspnet", "bilinear", aux_weight=0.4)
     model = bench.build_zoo(s)

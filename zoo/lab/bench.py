@@ -26,7 +26,6 @@ The smp counterparts: `zoo.lab.counterparts`; step timing and the RSS sampler:
 """
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -168,6 +167,9 @@ def benchmark(spec: BenchSpec, *, against: str | None = None, iters: int = 10, w
     eager fp32 (the baseline of the GPU target)."""
     if against not in (None, "smp"):
         raise ValueError(f"against must be None or 'smp', got {against!r}")
+    if not 1 <= rounds <= iters:
+        raise ValueError(f"--rounds {rounds}: models take turns 1 to --iters ({iters}) times, each "
+                         "timing at least one step")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(spec.batch, 3, *spec.size, generator=gen)
@@ -194,13 +196,13 @@ def benchmark(spec: BenchSpec, *, against: str | None = None, iters: int = 10, w
         row["peak_mem_mb"], row["peak_mem_kind"] = warm_up_and_measure_memory(runner, warmup)
         for _ in range(max(1, warmup)):
             runner.infer_step()
-    per_round = max(1, math.ceil(iters / rounds))
     times = {id(r): {"train": [], "infer": []} for r, _ in entries}
-    for _ in range(rounds):
+    for r in range(rounds):  # iters steps in all, split as evenly as they go
+        steps = iters // rounds + (r < iters % rounds)
         for row, runner in entries:
-            times[id(row)]["train"] += time_steps(runner.train_step, per_round, runner.sync)
+            times[id(row)]["train"] += time_steps(runner.train_step, steps, runner.sync)
         for row, runner in entries:
-            times[id(row)]["infer"] += time_steps(runner.infer_step, per_round, runner.sync)
+            times[id(row)]["infer"] += time_steps(runner.infer_step, steps, runner.sync)
 
     rows = []
     for row, runner in entries:
