@@ -163,7 +163,8 @@ def test_replace_only_with_a_gain(shipped, run, tmp_path):
     sha = hub.sha256_of(paths["weights"] / f"{NAME}.safetensors")
     kwargs = {"weights_dir": paths["weights"], "card": paths["card"], "pointer": "last"}
     with pytest.raises(ship.ShipError, match=rf"{NAME}: val mIoU 0.2190 does not improve on the shipped "
-                                             r"0.2000 by at least 0.02 \(needs >= 0.2200;.*--force"):
+                                             r"0.2000 by at least 0.02 \(needs >= 0.2200: new weights must "
+                                             r"gain 0.02\).*--force"):
         ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.219, "iter_000003"), **kwargs)
     assert hub.sha256_of(paths["weights"] / f"{NAME}.safetensors") == sha
     s = ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.221, "iter_000003"), **kwargs)
@@ -182,7 +183,7 @@ def test_a_reship_of_the_same_file_needs_no_gain_only_no_loss(shipped, run, tmp_
     paths = shipped[0]
     kwargs = {"weights_dir": paths["weights"], "card": paths["card"]}
     with pytest.raises(ship.ShipError, match=r"val mIoU 0.1990 does not improve on the shipped 0.2000 by at "
-                                             r"least 0 \(needs >= 0.2000; the new weights keeps the shipped"):
+                                             r"least 0 \(needs >= 0.2000: a re-ship of the same file must not lose\)"):
         ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.199, bias=[0.0, 0.1, 0.2]),
                   **kwargs)
     s = ship.ship(run[0], NAME, eval_file=_eval_file(run[0], tmp_path / "e.json", 0.205, bias=[0.0, 0.1, 0.2]),

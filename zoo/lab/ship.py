@@ -179,7 +179,7 @@ def _check_gain(name: str, old: hub.Entry | None, val_miou: float, holdout: dict
     if old is None:
         return
     need = 0.0 if same_file else MIN_GAIN
-    what = "keeps the shipped file, so must not lose on" if same_file else f"must gain {MIN_GAIN} on"
+    why = "a re-ship of the same file must not lose" if same_file else f"new weights must gain {MIN_GAIN}"
     recorded = (old.validation or {}).get("holdout")
     if recorded:
         if holdout is None:
@@ -195,8 +195,8 @@ def _check_gain(name: str, old: hub.Entry | None, val_miou: float, holdout: dict
         before, now, figure = float(old.metrics.get("mIoU", 0.0)), val_miou, "val mIoU"
     if now < before + need:
         raise ShipError(f"{name}: {figure} {now:.4f} does not improve on the shipped {before:.4f} "
-                        f"by at least {need:g} (needs >= {before + need:.4f}; the new weights {what} "
-                        "it); the shipped weights stay (--force replaces them anyway)")
+                        f"by at least {need:g} (needs >= {before + need:.4f}: {why}); the shipped "
+                        "weights stay (--force replaces them anyway)")
 
 
 def write_fp16(src: Path, dst: Path) -> None:
