@@ -168,8 +168,14 @@ def test_eval_command_with_onnxruntime_keeps_the_eager_result(run_dir, capsys):
 @pytest.mark.train
 def test_benchmark_rows_and_targets(run_dir):
     from zoo.lab.deploy_bench import benchmark_entry, check_targets, format_table
-    rows = check_targets(benchmark_entry(str(run_dir), threads=(1,), max_images=2, timed_frames=2,
-                                         rounds=1, log=lambda *_: None))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = check_targets(benchmark_entry(str(run_dir), threads=(1,), max_images=2, timed_frames=2,
+                                             rounds=1, log=lambda *_: None))
+        assert torch.get_num_threads() == 2  # the caller's count comes back
+    finally:
+        torch.set_num_threads(before)
     assert [(r["backend"], r["precision"]) for r in rows] == [
         ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     eager, fp32, int8 = rows

@@ -376,3 +376,10 @@ def test_only_trains_a_slice_of_the_grid(tmp_path, monkeypatch):
     with pytest.raises(AblationError, match=r"--only fcn\*: no cell of quickstart_upsamplers matches "
                                             r"\(cells are named like unet-test_resnet-"):
         grid.train_cells(ablation, out, only=["fcn*"])
+
+
+def test_report_only_refuses_the_flags_that_choose_what_trains(capsys):
+    with pytest.raises(SystemExit):
+        _ablate_cli()([str(QUICK), "--out", "unused", "--report-only", "--only", "unet-*"])
+    assert capsys.readouterr().err.strip().endswith("error: --report-only trains nothing: drop --only, --jobs "
+                                                    "and --devices (the report covers every finished cell)")

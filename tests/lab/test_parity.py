@@ -150,6 +150,8 @@ def test_reports_of_one_seed_each_combine_into_one():
     assert both["summary"]["zoo"]["late_loss"] == (2.0, pytest.approx(2 ** 0.5))
     with pytest.raises(ValueError, match="differ in iters"):
         parity.combine([report(0, 1.0), report(1, 1.0, iters=20)])
+    with pytest.raises(ValueError, match="differ in device"):  # step times of two machines
+        parity.combine([report(0, 1.0, device="cpu"), report(1, 1.0, device="cuda:0")])
     with pytest.raises(ValueError, match=r"a seed twice: \[0, 0\]"):
         parity.combine([report(0, 1.0), report(0, 1.0)])
 

@@ -37,6 +37,9 @@ def main(argv=None, prog=None):
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the run folders")
     p.add_argument("--measure-device", default="auto", help="device for latency and checkerboard")
     args = p.parse_args(argv)
+    if args.report_only and (args.only or args.jobs != 1 or args.devices):  # they choose what trains
+        p.error("--report-only trains nothing: drop --only, --jobs and --devices (the report covers "
+                "every finished cell)")
 
     from zoo.commands.errors import run
     from zoo.engine.packaged import find_recipe

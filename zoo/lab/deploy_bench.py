@@ -100,21 +100,24 @@ def benchmark_entry(name: str, *, threads=(1, 2), data_root=None, max_images=Non
     picks = np.linspace(0, len(dataset) - 1, min(timed_frames, len(dataset))).round().astype(int)
     inputs = [torch.from_numpy(x) for x in
               model_inputs([dataset[int(i)]["image"] for i in picks], protocol, num_classes)]
-    rows, scores = [], None
-    for t in threads:
-        torch.set_num_threads(t)
-        models = _models(src, name, t, data_root)
-        if scores is None:  # thread counts change speed, not masks
-            log(f"{name}: quality on val ({max_images or 'all'} frames)")
-            scores = quality(models, dataset, protocol, num_classes, max_images)
-        log(f"{name}: latency at {t} thread(s)")
-        speed = latency(models, inputs, rounds)
-        eager = speed["torch fp32"]["median_ms"]
-        for key in models:
-            backend, precision = key.split()
-            rows.append({"entry": name, "input": list(inputs[0].shape[-2:]), "threads": t,
-                         "backend": backend, "precision": precision, **speed[key],
-                         "speedup": eager / speed[key]["median_ms"], **scores[key]})
+    rows, scores, before = [], None, torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            models = _models(src, name, t, data_root)
+            if scores is None:  # thread counts change speed, not masks
+                log(f"{name}: quality on val ({max_images or 'all'} frames)")
+                scores = quality(models, dataset, protocol, num_classes, max_images)
+            log(f"{name}: latency at {t} thread(s)")
+            speed = latency(models, inputs, rounds)
+            eager = speed["torch fp32"]["median_ms"]
+            for key in models:
+                backend, precision = key.split()
+                rows.append({"entry": name, "input": list(inputs[0].shape[-2:]), "threads": t,
+                             "backend": backend, "precision": precision, **speed[key],
+                             "speedup": eager / speed[key]["median_ms"], **scores[key]})
+    finally:
+        torch.set_num_threads(before)  # the caller's count, not the last one timed
     return rows
 
 

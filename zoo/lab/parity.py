@@ -200,7 +200,7 @@ def combine(reports: list[dict]) -> dict:
     one process per seed), summarised again; settings that differ are refused."""
     first = reports[0]
     for r in reports[1:]:
-        differ = [k for k in SETTINGS + ("zoo_args",) if r.get(k) != first.get(k)]
+        differ = [k for k in SETTINGS + ("zoo_args", "device") if r.get(k) != first.get(k)]  # step times too
         if differ:
             raise ValueError(f"cannot combine parity reports that differ in {', '.join(differ)}")
     runs = sorted((run for r in reports for run in r["runs"]), key=lambda run: run["seed"])
