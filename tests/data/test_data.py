@@ -365,7 +365,7 @@ def test_folder_flat_layout_errors(tmp_path):
     with pytest.raises(ValueError, match="num_classes"):
         build_dataset("folder", root, "train")
     (root / "masks" / "p.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"masks/p\.png"):
+    with pytest.raises(FileNotFoundError, match=r"masks/p\.png"), pytest.warns(UserWarning, match="every pair"):
         build_dataset("folder", root, "train", classes=["a", "b"])
 
 
