@@ -70,6 +70,8 @@ def test_cells_are_typed_recipes_named_by_the_grid():
         assert r.train.seed == 0 and r.train.iters == 7
         assert (r.log.group, r.log.name) == ("quickstart_upsamplers", cell.name)
     assert ablation.report.thin_classes == ["pole"] and ablation.report.num_images == 3
+    with pytest.raises(AblationError, match=r"^--override report.num_images: key 'report.num_images': must be >= 1"):
+        load_ablation(QUICK, ["report.num_images=0"])  # the value's place, not the file's
 
 
 @pytest.mark.train

@@ -136,7 +136,9 @@ def _read(source: Path, report_overrides: dict) -> AblationFile:
     except ValidationError as e:
         # The top-level keys of an ablation file are keys, not a recipe's sections.
         message = str(pydantic_error(e, AblationFile)).replace("unknown section '", "unknown key '", 1)
-        raise AblationError(f"{source}: {message}") from None
+        named = next((k for k in report_overrides if f"'report.{k}'" in message), None)
+        where = f"--override report.{named}" if named else str(source)  # the value's own place
+        raise AblationError(f"{where}: {message}") from None
 
 
 def load_ablation(path: str | Path, overrides=()) -> Ablation:
