@@ -33,6 +33,22 @@ def test_crop_pads_mask_with_ignore():
     torch.testing.assert_close(padded, zero[:, None].expand_as(padded))  # image padded with 0
 
 
+def test_recipe_entries_fill_invented_mask_pixels_with_ignore():
+    """A Rotate or PadIfNeeded listed without fill_mask would paint class 0 (albumentations'
+    default) where the image has no pixels; the pipeline makes that the ignored value."""
+    image, mask = _sample()
+    mask[:] = 2
+    rotate = {"name": "Rotate", "params": {"limit": [45, 45], "p": 1.0}}
+    pad = {"name": "OneOf", "params": {"transforms": [{"name": "PadIfNeeded", "params": {
+        "min_height": 64, "min_width": 80, "border_mode": 0}}], "p": 1.0}}
+    for entries in ([rotate], [pad]):
+        out = build_transform(entries, train=True, family="natural", crop_size=None)(image=image, mask=mask)
+        assert set(out["mask"].unique().tolist()) == {2, 255}, entries[0]["name"]
+    named = {"name": "Rotate", "params": {"limit": [45, 45], "p": 1.0, "fill_mask": 0}}  # named: kept
+    out = build_transform([named], train=True, family="natural", crop_size=None)(image=image, mask=mask)
+    assert set(out["mask"].unique().tolist()) == {0, 2}
+
+
 def test_eval_pipeline_only_normalises():
     image, mask = _sample(37, 53)
     out = build_transform(None, train=False, family="cityscapes", crop_size=(16, 16),

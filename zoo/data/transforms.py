@@ -53,8 +53,10 @@ def transform_names() -> list[str]:
     return sorted(n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), kinds))
 
 
-def make_transform(entry: dict):
-    """One `{"name": ..., "params": {...}}` entry -> an albumentations transform."""
+def make_transform(entry: dict, mask_fill: int | None = None):
+    """One `{"name": ..., "params": {...}}` entry -> an albumentations transform. `mask_fill`:
+    the mask value of pixels a geometric transform invents (padding, rotated corners) when the
+    entry names no `fill_mask`; albumentations' own default, 0, is a class."""
     import albumentations as A
     if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "params"}:
         raise ValueError(f"transform entry must be {{'name': str, 'params': dict}}, got {entry!r}")
@@ -70,7 +72,9 @@ def make_transform(entry: dict):
         raise ValueError(f"transform {name}: unknown parameter(s) {', '.join(unknown)}; "
                          f"accepted: {', '.join(sorted(accepted))}")
     if isinstance(params.get("transforms"), (list, tuple)):
-        params["transforms"] = [make_transform(e) for e in params["transforms"]]
+        params["transforms"] = [make_transform(e, mask_fill) for e in params["transforms"]]
+    if mask_fill is not None and "fill_mask" in accepted:
+        params.setdefault("fill_mask", mask_fill)
     try:
         return cls(**params)
     except Exception as e:  # pydantic ValidationError (a ValueError), TypeError, ...
@@ -119,8 +123,9 @@ def build_transform(entries: list[dict] | None, *, train: bool, family: str,
                     ignore_index: int = IGNORE_INDEX, relabel: dict[int, int] | None = None):
     """Recipe entries (or the family's defaults) + Normalize + int64 mask + ToTensorV2.
 
-    `ignore_index` fills the mask where the default crops pad; `relabel` maps mask
-    values (a dataset's own unlabelled value to the one the run ignores)."""
+    `ignore_index` fills the mask where the default crops pad, and where any entry that
+    takes `fill_mask` (PadIfNeeded, Rotate, Affine, ...) invents pixels without naming one;
+    `relabel` maps mask values (a dataset's own unlabelled value to the one the run ignores)."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
@@ -132,7 +137,7 @@ def build_transform(entries: list[dict] | None, *, train: bool, family: str,
     if entries is None:
         entries = default_train_entries(family, tuple(crop_size) if crop_size else None, ignore_index) \
             if train else []
-    steps = [make_transform(e) for e in entries]
+    steps = [make_transform(e, ignore_index) for e in entries]
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
               A.Lambda(name="mask_to_int64", mask=functools.partial(
                   _mask_to_int64, relabel=tuple((k, v) for k, v in (relabel or {}).items() if k != v))),
