@@ -63,6 +63,8 @@ class FCNHead(nn.Module):
                 raise ValueError(f"FCN with {skips} skip(s) needs a feature at reduction {r}; "
                                  f"encoder {info.name!r} gives reductions {reductions}")
         self.fc = fc_layers(info.channels[-1], fc_channels, dropout, act_layer)
+        # PyTorch's default init. Long et al. zero the class scoring layer too (section 4.3); it
+        # is kept as the zoo's entries and ablations were trained, and the skips below are zeroed.
         self.score = nn.Conv2d(fc_channels, num_classes, 1)
         self.skip_scores, self.skip_ups = nn.ModuleList(), nn.ModuleList()
         prev = deepest

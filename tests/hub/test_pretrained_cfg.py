@@ -66,6 +66,24 @@ def test_training_and_predict_are_not_warned():
     model.eval()
     seen = _warnings(lambda: zoo.predict(model, np.zeros((360, 480, 3), np.uint8)))
     assert seen == []
+    # A frame of twice the size is fitted to the card's 360x480 first, so the model sees its
+    # 180x240 (flipped too); another aspect ratio keeps its own; neither is warned about.
+    fed = []
+    model.register_forward_pre_hook(lambda module, args: fed.append(tuple(args[0].shape[-2:])))
+    big = []
+    assert _warnings(lambda: big.append(zoo.predict(model, np.zeros((720, 960, 3), np.uint8)))) == []
+    assert set(fed) == {(180, 240)} and big[0].mask.shape == (720, 960)
+    fed.clear()
+    assert _warnings(lambda: zoo.predict(model, np.zeros((97, 131, 3), np.uint8))) == []
+    assert set(fed) == {(178, 240)}  # 97x131 fitted to 355x480, then the eval scale 0.5
+
+
+def test_to_frame_fits_the_frame_long_side_to_long_side():
+    from zoo.inference.predict import to_frame
+    assert to_frame(torch.zeros(1, 3, 720, 960), [360, 480]).shape[-2:] == (360, 480)
+    assert to_frame(torch.zeros(1, 3, 960, 720), [360, 480]).shape[-2:] == (480, 360)  # portrait stays so
+    x = torch.zeros(1, 3, 360, 480)
+    assert to_frame(x, [360, 480]) is x and to_frame(x, None) is x
 
 
 def test_fresh_or_refitted_models_carry_no_size_check():

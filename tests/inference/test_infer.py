@@ -159,6 +159,16 @@ def test_eval_tool_on_a_published_folder(trained, published, capsys):
         "ignore them (add --mode slide)")
 
 
+def test_a_photo_is_read_upright_from_a_path_or_a_pil_image(tmp_path):
+    """A JPEG whose EXIF says 'rotate 90': the path is read upright (as the data sets read
+    it), and so is the same file opened with PIL."""
+    from zoo.inference.predict import as_rgb
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    assert as_rgb(tmp_path / "p.jpg").shape == as_rgb(Image.open(tmp_path / "p.jpg")).shape == (60, 40, 3)
+
+
 def test_eval_file_name_keeps_the_stored_protocols_result_apart():
     from zoo.inference.score import eval_file_name
     stored = {"mode": "whole", "scales": [0.5], "flip": False}

@@ -44,6 +44,8 @@ weights cover the whole model.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import re
@@ -125,6 +127,20 @@ def create_entry(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     return model
 
 
+_PROTOCOL_APPLIED = contextvars.ContextVar("protocol_applied", default=False)
+
+
+@contextlib.contextmanager
+def protocol_applied():
+    """Inside, an entry's model is fed by code that applies its evaluation protocol to an image
+    of any size (`zoo.predict`): the size warning below has nothing to tell."""
+    token = _PROTOCOL_APPLIED.set(True)
+    try:
+        yield
+    finally:
+        _PROTOCOL_APPLIED.reset(token)
+
+
 def warn_on_other_sizes(model: nn.Module, name: str, size: tuple[int, int]) -> None:
     """Warn, once, when the model is evaluated on inputs of another size than its entry was
     scored at (a full frame fed to an entry evaluated on halved frames scores lower than
@@ -134,7 +150,7 @@ def warn_on_other_sizes(model: nn.Module, name: str, size: tuple[int, int]) -> N
 
     def check(module, args):
         x = args[0] if args else None
-        if module.training or told or not isinstance(x, torch.Tensor) or is_tracing():
+        if module.training or told or not isinstance(x, torch.Tensor) or is_tracing() or _PROTOCOL_APPLIED.get():
             return
         if tuple(x.shape[-2:]) != tuple(size):
             told.append(True)

@@ -12,9 +12,12 @@
     zoo.Predictor("fcn8s_resnet10t_camvid", backend="onnxruntime", precision="int8")
 
 An image goes through the training recipe's validation transforms (a resize,
-say) and its mean / std, then the evaluation protocol stored with the weights
-(whole or sliding window, scales, flip); the scores are resized (bilinear) back
-to the image's own size, as the run's pictures do. Without a recipe (a model
+say) and its mean / std; where the model was evaluated on frames of one size (CamVid's
+360x480, `eval_protocol["frame_size"]`), an image of another size is resized (bilinear,
+keeping its aspect ratio, as mmsegmentation's keep-ratio test resize does) to fit that
+frame, so that objects come at the scale the weights were scored at; then the evaluation
+protocol stored with the weights (whole or sliding window, scales, flip); the scores are
+resized (bilinear) back to the image's own size, as the run's pictures do. Without a recipe (a model
 object, an entry without one) the image is only normalised, with the model's
 `meta` mean / std or ImageNet's.
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from zoo.data import build_transform
 from zoo.data.base import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, read_image
@@ -38,6 +42,7 @@ from zoo.engine.distributed import device_for
 from zoo.engine.evaluate import frame_scores, gives_probabilities
 from zoo.engine.sources import load_source
 from zoo.engine.visualize import save_png
+from zoo.hub.load import protocol_applied
 from zoo.inference.deploy import BACKENDS, PRECISIONS, backend_model, check_choice, runtime_device
 
 
@@ -65,8 +70,9 @@ def as_rgb(image) -> np.ndarray:
     """A path, a PIL image or an array -> (H, W, 3) uint8 RGB."""
     if isinstance(image, (str, Path)):
         return read_image(Path(image))
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
-        return np.asarray(image.convert("RGB"))
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL, turned upright as a path is read
+        from PIL import ImageOps
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"image array of dtype {array.dtype}: expected uint8 RGB (H, W, 3)")
@@ -104,18 +110,30 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, image) -> Prediction:
         rgb = as_rgb(image)
-        x = self.transform(image=rgb)["image"][None].to(self.device)
+        x = to_frame(self.transform(image=rgb)["image"][None].to(self.device), self.protocol.get("frame_size"))
         num_classes = len(self.classes) or None
-        if num_classes is None:  # a bare model: its output says how many classes
-            num_classes = self.model(x).shape[1]
-            self.classes = [f"class {i}" for i in range(num_classes)]
-        scores = frame_scores(self.model, x, rgb.shape[:2], self.protocol, num_classes).float()
+        with protocol_applied():
+            if num_classes is None:  # a bare model: its output says how many classes
+                num_classes = self.model(x).shape[1]
+                self.classes = [f"class {i}" for i in range(num_classes)]
+            scores = frame_scores(self.model, x, rgb.shape[:2], self.protocol, num_classes).float()
         probs = scores if gives_probabilities(self.protocol) else scores.softmax(1)
         probs = probs[0].cpu().numpy()
         mask = probs.argmax(0).astype(np.uint8 if num_classes <= 256 else np.int64)
         palette = self.palette if self.palette is not None else make_palette(num_classes)
         overlay = (0.5 * rgb + 0.5 * colorize(mask, palette)).astype(np.uint8)
         return Prediction(mask, probs, overlay, self.classes, palette)
+
+
+def to_frame(x: torch.Tensor, frame) -> torch.Tensor:
+    """(N, 3, h, w) resized (bilinear) by the one factor that fits it in `frame` (h, w), long side
+    to long side, short to short; as it is when it fits already or no frame is known."""
+    if not frame:
+        return x
+    h, w = x.shape[-2:]
+    factor = min(max(frame) / max(h, w), min(frame) / min(h, w))
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    return x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def predict(source, image, **kwargs) -> Prediction:
