@@ -14,8 +14,8 @@ The upsampler is the only thing that changes with `upsample`: it keeps the
 channel count, and every level has the same `depth` convolutions after it
 whatever the method, so an ablation compares upsamplers, not depths.
 With an ImageNet VGG encoder, fc6/fc7 start from timm's pretrained
-classifier MLP where `fc_channels` fits (their biases are dropped: a norm
-layer follows each).
+classifier MLP where `fc_channels` fits (their biases too where the
+convolutions have one, i.e. without a norm layer after them).
 
 The papers' stride-1 deconvolutions are computed as convolutions: at stride
 1 a transposed convolution is a convolution with the kernel flipped, the
@@ -84,10 +84,13 @@ class DeconvNetHead(nn.Module):
         self.classifier = nn.Conv2d(widths[len(self.targets) - 1], num_classes, 1)
 
     def fc_parameters(self) -> dict:
-        """fc6/fc7 convolution weights by the names of a VGG's pretrained MLP."""
+        """fc6/fc7 convolution weights (and biases, where a convolution has one: no norm layer
+        follows it) by the names of a VGG's pretrained MLP."""
         if not isinstance(self.bottleneck, nn.Sequential):
             return {}
-        return {"fc6.weight": self.bottleneck.fc6[0].weight, "fc7.weight": self.bottleneck.fc7[0].weight}
+        convs = {k: getattr(self.bottleneck, k)[0] for k in ("fc6", "fc7")}
+        return {f"{k}.{p}": getattr(c, p) for k, c in convs.items() for p in ("weight", "bias")
+                if getattr(c, p) is not None}
 
     def forward(self, enc: EncoderOutput) -> Tensor:
         x = self.bottleneck(enc.features[-1])

@@ -154,6 +154,11 @@ def test_vgg_imagenet_fc6_fc7_are_loaded_where_they_fit():
                          fc_channels=16)
     assert load_pretrained_fc(deconv.head.fc_parameters(), FakeEncoder, "deconvnet")
     torch.testing.assert_close(deconv.head.bottleneck.fc6[0].weight, FakeEncoder.pretrained_fc["fc6.weight"])
+    assert set(deconv.head.fc_parameters()) == {"fc6.weight", "fc7.weight"}  # batchnorm follows: no bias
+    bare = zoo.create("deconvnet", encoder="test_resnet", upsample="bilinear", num_classes=3, fc_channels=16,
+                      norm_layer="none")  # no norm layer: the ImageNet biases come too
+    assert load_pretrained_fc(bare.head.fc_parameters(), FakeEncoder, "deconvnet")
+    torch.testing.assert_close(bare.head.bottleneck.fc7[0].bias, FakeEncoder.pretrained_fc["fc7.bias"])
     wide = zoo.create("fcn8s", encoder="test_resnet", num_classes=3, fc_channels=32)
     with pytest.warns(UserWarning, match="do not fit this head's"):
         assert not load_pretrained_fc({"fc6.weight": wide.head.fc.fc6.weight,
