@@ -238,9 +238,19 @@ def test_bad_files_name_the_culprit(tmp_path, damage, expected):
     assert str(culprit) in line and expected in line.lower()
 
 
-def test_wandb_offline_logging_and_class_weights(tmp_path):
+def test_wandb_offline_logging_and_class_weights(tmp_path, monkeypatch):
     """log.wandb=true with no API key logs offline into the run folder."""
+    from zoo.engine.logging import _logged_in
     from zoo.engine.trainer import train
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai login user password 0123456789abcdef\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert _logged_in()  # `wandb login` keeps its key there: such a user logs online
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    assert not _logged_in()
     recipe = synthetic_recipe(class_weights="median_frequency")
     recipe.log.wandb = True
     recipe.log.num_images = 1

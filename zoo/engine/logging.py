@@ -5,8 +5,10 @@ rows): a run resumed at iteration N first drops the rows after N, which the
 resumed run writes again, so no iteration appears twice.
 
 wandb runs offline when no API key is configured (`WANDB_API_KEY` unset and
-no `wandb login`), so a run never blocks on the network; sync later with
-`wandb sync <run>/wandb/offline-run-*`.
+no `wandb login` key in ~/.netrc) and `WANDB_MODE` is not set, so a run never
+blocks on the network; sync later with `wandb sync <run>/wandb/offline-run-*`.
+The process environment is left as it was. The confusion matrix is logged as
+`confusion_matrix`, apart from the frames logged as `predictions`.
 """
 from __future__ import annotations
 
@@ -98,7 +100,11 @@ class RunLogger:
     def images(self, it: int, pictures: list[Path]) -> None:
         if self.wandb is not None and pictures:
             import wandb
-            self.wandb.log({"predictions": [wandb.Image(str(p)) for p in pictures]}, step=it + 1)
+            frames = [p for p in pictures if Path(p).name != "confusion.png"]
+            logged = {"predictions": [wandb.Image(str(p)) for p in frames]} if frames else {}
+            logged.update({"confusion_matrix": wandb.Image(str(p)) for p in pictures
+                           if Path(p).name == "confusion.png"})  # not a frame among the frames
+            self.wandb.log(logged, step=it + 1)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -122,13 +128,26 @@ def _drop_rows_after(path: Path, iteration: int) -> None:
     atomic_write_text(path, "".join(kept))
 
 
+def _logged_in() -> bool:
+    """An API key in the environment, or the one `wandb login` keeps in ~/.netrc (or $NETRC)
+    for the wandb host ($WANDB_BASE_URL, default api.wandb.ai)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):  # no ~/.netrc, or one wandb would not read either
+        return False
+
+
 def _init_wandb(run_dir: Path, cfg, config):
     import wandb
-    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None:
-        os.environ["WANDB_MODE"] = "offline"
+    offline = os.environ.get("WANDB_MODE") is None and not _logged_in()  # never block on the network
     return wandb.init(project=cfg.project, entity=cfg.entity, group=cfg.group,
                       name=cfg.name or Path(run_dir).name, dir=str(run_dir), config=config,
-                      resume="allow", id=_run_id(run_dir))
+                      resume="allow", id=_run_id(run_dir), **({"mode": "offline"} if offline else {}))
 
 
 def _run_id(run_dir: Path) -> str:
