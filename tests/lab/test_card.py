@@ -59,11 +59,13 @@ def test_card_rows_come_from_the_index(fake_index):
 
 def test_card_names_a_calibrated_entrys_logit_bias(fake_index):
     row = _row("fcn_c", 0.6, "test_resnet")
-    row["model"]["logit_bias"] = [0.25, -0.0]
+    row["model"]["logit_bias"] = [0.25, -0.004]
+    row["intended_use"] = "street scenes from a car's front camera"
     fake_index.write_text(json.dumps({"entries": [row]}))
     section = card.render_entries()
     assert "- **Logit bias**: the entry's `logit_bias` argument, added to the logits" in section
-    assert "sky +0.25, road +0.00" in section
+    assert "sky +0.25, road +0.00" in section  # -0.004 is not "-0.00"
+    assert "- **Intended use**: street scenes from a car's front camera" in section
     assert "logit_bias=" not in section  # the Load line shows the architecture without it
 
 

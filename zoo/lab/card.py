@@ -72,6 +72,7 @@ def details(e: hub.Entry) -> dict:
         "Evaluation": protocol(e.eval_protocol),
         "Input": f"RGB scaled to [0, 1], normalised with mean {list(e.mean)} and std {list(e.std)}",
         "Pictures": ", ".join(pictures) or "none",
+        **({"Intended use": e.intended_use} if e.intended_use else {}),
         "Limitations": e.limitations or
                        f"trained on {e.dataset or 'one data set'} only: expect lower accuracy on other "
                        "cameras, places and classes; the metrics hold for the protocol above only; "
@@ -90,7 +91,8 @@ def details(e: hub.Entry) -> dict:
     if bias:
         out["Logit bias"] = ("the entry's `logit_bias` argument, added to the logits: it undoes the "
                              "class-weighted loss's prior as `segzoo calibrate` chose it on the train split: "
-                             + ", ".join(f"{c} {b + 0.0:+.2f}" for c, b in zip(e.classes, bias)))  # + 0.0: no "-0.00"
+                             + ", ".join(f"{c} {round(b, 2) + 0.0:+.2f}" for c, b in zip(e.classes, bias)))
+        # round, then + 0.0: -0.004 reads +0.00, not "-0.00"
     if e.notes:
         out["Notes"] = e.notes
     return out
