@@ -155,8 +155,10 @@ def ddp_child(out: Path, dry_run: bool) -> None:
     facts = {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "process_group": dist.is_initialized(),
              "backend": dist.get_backend() if dist.is_initialized() else None, "sync_bn_layers": layers,
              "device": str(trainer.device)}
-    result = trainer.fit()
-    facts["final_loss"] = result.get("loss") if isinstance(result, dict) else None
+    result = trainer.fit()  # the final evaluation; the training loss is in metrics.jsonl
+    rows = [json.loads(line) for line in (out / "ddp_run" / "metrics.jsonl").read_text().splitlines()]
+    facts["final_loss"] = next((r["loss"] for r in reversed(rows) if "loss" in r), None)
+    facts["val_mIoU"] = result.get("mIoU") if isinstance(result, dict) else None
     (out / "ddp_facts.json").write_text(json.dumps(facts, indent=1, default=str))
 
 

@@ -26,6 +26,7 @@ class FakeHub(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.repos: dict[str, dict] = {}  # repo_id -> {"commits": {sha: files}, "main": sha}
         self.log: list[tuple[str, str]] = []
+        self.refused: dict[str, int] = {}  # repo id -> the status its files answer (401, 403)
         self.endpoint = f"http://127.0.0.1:{self.server_port}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -105,6 +106,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     "siblings": [{"rfilename": f} for f in sorted(files)]})
 
     def _resolve(self, repo_id, revision, filename):
+        if repo_id in self.server.refused:
+            return self._error(self.server.refused[repo_id], "Access to this repository is restricted")
         if repo_id not in self.server.repos:
             return self._error(404, "Repository not found", "RepoNotFound")
         try:

@@ -181,6 +181,16 @@ def test_bad_sources_are_one_line_errors(source, message):
         zoo.load(source)
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_download_says_what_the_hub_answered(fake_hub, status):
+    fake_hub.refused["someone/private"] = status
+    try:
+        with pytest.raises(hub.DownloadError, match=rf"^hf-hub:someone/private: config.json: .*{status}"):
+            zoo.load("hf-hub:someone/private")
+    finally:
+        del fake_hub.refused["someone/private"]
+
+
 @pytest.mark.train
 def test_push_an_entry(pushed, fake_hub, tmp_path, monkeypatch):
     outputs, _, _, run_dir = pushed

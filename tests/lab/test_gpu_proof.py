@@ -37,6 +37,7 @@ def test_dry_run_end_to_end_on_cpu(proof, tmp_path, capsys):
     assert parts["throughput"]["skipped_modes"]["bf16 + compile"].startswith("needs CUDA")
     ddp = parts["ddp"]  # torchrun really ran the trainer; on gloo, as a CPU has no nccl
     assert ddp["status"] == "skipped" and ddp["reason"].startswith("needs CUDA") and ddp["world_size"] == 1
+    assert ddp["final_loss"] > 0 and 0.0 <= ddp["val_mIoU"] <= 1.0  # the last training row's loss
     camvid = parts["camvid"]
     assert 0.0 <= camvid["val_mIoU"] <= 1.0 and camvid["iters"] == 2
     summary = (tmp_path / "gpu_proof.md").read_text()

@@ -54,6 +54,7 @@ def _get(repo_id: str, revision: str | None, filename: str, *, force: bool = Fal
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -66,13 +67,17 @@ def _get(repo_id: str, revision: str | None, filename: str, *, force: bool = Fal
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                                     local_files_only=local_only, force_download=force and not local_only,
                                     library_name="segzoo", library_version=__version__))
-    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
+    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its base class
         if local_only:
             raise OfflineError(f"offline mode and {where} {filename} is not in the Hugging Face cache; "
                                "unset ZOO_OFFLINE / HF_HUB_OFFLINE to download it") from None
+        if isinstance(e.__cause__, HfHubHTTPError):  # the Hub answered, and refused (a 403, say)
+            raise DownloadError(f"{where}: {filename}: {str(e.__cause__).splitlines()[0]}") from None
         raise DownloadError(f"{where}: {filename} could not be downloaded and is not cached "
                             f"(endpoint {endpoint() or 'huggingface.co'} unreachable?)") from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise DownloadError(f"{where}: {filename}: {str(e).splitlines()[0]}") from None
+    except HfHubHTTPError as e:  # any other refusal (401 without a token, 403, ...), after its subclasses
         raise DownloadError(f"{where}: {filename}: {str(e).splitlines()[0]}") from None
 
 
