@@ -32,10 +32,21 @@ def test_every_registered_architecture_declares_its_tiny_arguments():
     assert MODELS.info("unet_resnet34")["tiny"] == ARCHS["unet"]  # a preset's are its builder's
 
 
+def _slow_when(slow: set, *names):
+    """The parameter combination, marked slow when it is one of `slow` (still run by `-m slow`)."""
+    return pytest.param(*names, marks=pytest.mark.slow) if names in slow else pytest.param(*names)
+
+
+# FCN-32s x FreqFusion fuses five x2 steps up to the input's size: 6-14 s each on a 2-core CPU. One
+# encoder (and FCN-16s's four steps everywhere) stays in the default run; the rest run with -m slow.
+_SLOW_ODD = {("fcn32s", "freqfusion", e) for e in ENCODERS[1:]}
+_SLOW_BF16 = {("fcn32s", "freqfusion")}
+
+
 @pytest.mark.train
-@pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize("upsample", [u for u in UPSAMPLERS if not upsampler_class(u).needs_switches])
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch, upsample, encoder", [
+    _slow_when(_SLOW_ODD, a, u, e) for a in ARCHS for u in UPSAMPLERS if not upsampler_class(u).needs_switches
+    for e in ENCODERS])
 def test_forward_backward_odd_size(arch, upsample, encoder):
     model = build(arch, upsample, encoder)
     x = torch.randn(2, 3, 97, 131)
@@ -346,8 +357,7 @@ def test_the_learning_test_fails_at_lr_zero():
 # ----------------------------------------------------------------------------- CUDA defaults on CPU
 
 @pytest.mark.train
-@pytest.mark.parametrize("upsample", list(UPSAMPLERS))
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch, upsample", [_slow_when(_SLOW_BF16, a, u) for a in ARCHS for u in UPSAMPLERS])
 def test_bf16_autocast_and_channels_last_training_step(arch, upsample):
     """The CUDA defaults (bf16 autocast, channels_last), exercised on the CPU: a
     training step gives finite logits and gradients of the right shape, within
