@@ -85,8 +85,7 @@ def parse(argv=None, prog=None):
     args = p.parse_args(argv)
     mode = "--upsamplers" if args.upsamplers else "--deploy" if args.deploy else None
     if mode:  # a flag the mode would drop is refused, not ignored
-        defaults = {a.dest: a.default for a in p._actions}
-        ignored = [f"--{k.replace('_', '-')}" for k in _NOT_TAKEN[mode] if getattr(args, k) != defaults[k]]
+        ignored = [f"--{k.replace('_', '-')}" for k in _NOT_TAKEN[mode] if getattr(args, k) != p.get_default(k)]
         if ignored:
             p.error(f"{mode} does not take {', '.join(ignored)}")
     return args

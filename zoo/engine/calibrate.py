@@ -115,9 +115,9 @@ def calibrate(source, *, split: str | None = None, max_images: int | None = None
     split = split or recipe.data.train_split
     dataset = make_dataset(recipe.data, split, train=False)
     # Median-frequency weights are the training split's; a list needs no data but the classes.
-    weights = class_weights(recipe, dataset if isinstance(recipe.train.class_weights, list) or
-                            split == recipe.data.train_split else
-                            make_dataset(recipe.data, recipe.data.train_split, train=False))
+    from_train = recipe.train.class_weights == "median_frequency" and split != recipe.data.train_split
+    weights = class_weights(recipe, make_dataset(recipe.data, recipe.data.train_split, train=False)
+                            if from_train else dataset)
     ignore_index = dataset.ignore_index
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {max_images}")

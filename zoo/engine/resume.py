@@ -14,6 +14,7 @@ The best mIoU comes from the `best` pointer, which may be newer than `last`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,23 +90,32 @@ def _flat(d, prefix: str = "") -> dict:
     return out
 
 
-def check_unchanged(recipe, run_dir: Path) -> None:
-    """Refuse, naming the first key, a recipe that changes a `FIXED_KEYS` value of the
-    run in `run_dir` (its recipe.yaml, written when it started or last resumed)."""
+def _changes(recipe, run_dir: Path) -> tuple[Path, list[tuple[str, object, object]]]:
+    """(the run's recipe.yaml, [(flat key, its value there, its value in `recipe`)] for every key
+    whose values differ, by key); no changes when the run folder has no recipe.yaml. A key left
+    out keeps its default, as null does."""
     saved_file = Path(run_dir) / "recipe.yaml"
     if not saved_file.is_file():
-        return
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
-    now = recipe_to_dict(recipe)
-    for key in FIXED_KEYS:
-        section, _, name = key.partition(".")
-        old = _flat((saved.get(section) or {}).get(name) if name else saved.get(section), key)
-        new = _flat(now.get(section, {}).get(name) if name else now.get(section), key)
-        for k in sorted(set(old) | set(new)):
-            if old.get(k) != new.get(k):  # a key left out keeps its default, as null does
-                raise RecipeError(f"{k} changed {_show(old.get(k))} -> {_show(new.get(k))} since the run in "
-                                  f"{run_dir} began ({saved_file}): a resumed run cannot follow that; set "
-                                  "it back, or train into a new run folder (--name, --run-dir or --fresh)")
+        return saved_file, []
+    old, new = _flat(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}), _flat(recipe_to_dict(recipe))
+    return saved_file, [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _under(key: str, prefixes: Sequence[str]) -> int | None:
+    """The index of the first of `prefixes` that is `key` or a section above it, else None."""
+    return next((i for i, p in enumerate(prefixes) if key == p or key.startswith(p + ".")), None)
+
+
+def check_unchanged(recipe, run_dir: Path) -> None:
+    """Refuse, naming the first key (in `FIXED_KEYS`' order), a recipe that changes a `FIXED_KEYS`
+    value of the run in `run_dir` (its recipe.yaml, written when it started or last resumed)."""
+    saved_file, changes = _changes(recipe, run_dir)
+    fixed = [(i, change) for change in changes if (i := _under(change[0], FIXED_KEYS)) is not None]
+    if fixed:
+        k, old, new = min(fixed, key=lambda f: (f[0], f[1][0]))[1]
+        raise RecipeError(f"{k} changed {_show(old)} -> {_show(new)} since the run in {run_dir} began "
+                          f"({saved_file}): a resumed run cannot follow that; set it back, or train into a "
+                          "new run folder (--name, --run-dir or --fresh)")
 
 
 # Where and how a run ran, not what it learned: a run of the same recipe on another machine.
@@ -116,13 +126,9 @@ def first_difference(recipe, run_dir: Path) -> str | None:
     """The first key (sorted) whose value in `recipe` differs from the run's recipe.yaml, as
     "key: saved -> now", or None when the run trained this recipe (settings of where and how
     it ran aside); None too when the run folder has no recipe.yaml."""
-    saved_file = Path(run_dir) / "recipe.yaml"
-    if not saved_file.is_file():
-        return None
-    old, new = _flat(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}), _flat(recipe_to_dict(recipe))
-    for k in sorted(set(old) | set(new)):
-        if not any(k == s or k.startswith(s + ".") for s in _SETTING_KEYS) and old.get(k) != new.get(k):
-            return f"{k}: {_show(old.get(k))} -> {_show(new.get(k))}"
+    for k, old, new in _changes(recipe, run_dir)[1]:
+        if _under(k, _SETTING_KEYS) is None:
+            return f"{k}: {_show(old)} -> {_show(new)}"
     return None
 
 

@@ -261,13 +261,13 @@ def train_cells(ablation: Ablation, out: Path, *, jobs: int = 1, devices=None, o
     for cell in ablation.cells:
         if cell.not_applicable:
             log(f"[ablate] skip {cell.name}: not applicable ({cell.not_applicable})")
-        elif is_finished(run_dir(out, cell), cell.recipe):
-            log(f"[ablate] skip {cell.name}: finished ({run_dir(out, cell) / 'eval.json'})")
-        else:
-            if is_finished(run_dir(out, cell)):
-                log(f"[ablate] {cell.name} finished under another recipe "
-                    f"({first_difference(cell.recipe, run_dir(out, cell))}): resuming it")
+        elif not (run_dir(out, cell) / "eval.json").is_file():
             todo.append(cell)
+        elif differs := first_difference(cell.recipe, run_dir(out, cell)):
+            log(f"[ablate] {cell.name} finished under another recipe ({differs}): resuming it")
+            todo.append(cell)
+        else:
+            log(f"[ablate] skip {cell.name}: finished ({run_dir(out, cell) / 'eval.json'})")
     if only:
         wanted = [c for c in todo if any(fnmatch.fnmatchcase(c.name, p) for p in only)]
         if not wanted and not any(fnmatch.fnmatchcase(c.name, p) for c in ablation.cells for p in only):
